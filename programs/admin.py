@@ -1,0 +1,198 @@
+from datetime import timedelta
+
+from django.contrib import admin, messages
+from django.utils import timezone
+
+from programs.actors import Actor
+from programs.admin_scoping import OrganizationScopedAdmin, ReadOnlyAdmin, ServiceTransitionAdmin
+from programs.errors import BatonError
+from programs.models import (
+    AuditEvent,
+    JobHeartbeat,
+    Membership,
+    OpsException,
+    Organization,
+    Program,
+    ProgramVersion,
+)
+from programs.services import (
+    exception_claim,
+    exception_dismiss,
+    exception_release,
+    exception_resolve,
+    exception_retry,
+    exception_snooze,
+    program_activate,
+    program_pause,
+    program_resume,
+    program_retire,
+)
+from programs.tenancy import organization_ids_for
+
+
+def _actor(request):
+    return Actor.for_user(request.user)
+
+
+def _reason(request):
+    return request.POST.get("reason", "").strip()
+
+
+@admin.register(Organization)
+class OrganizationAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "require_mfa", "created_at"]
+    search_fields = ["name", "slug"]
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        ids = organization_ids_for(request.user)
+        return qs if ids is None else qs.filter(pk__in=ids)
+
+
+@admin.register(Membership)
+class MembershipAdmin(OrganizationScopedAdmin):
+    list_display = ["user", "organization", "role", "created_at"]
+    list_filter = ["role", "organization"]
+    search_fields = ["user__username"]
+    autocomplete_fields = ["user"]
+
+
+class ProgramVersionInline(admin.TabularInline):
+    model = ProgramVersion
+    fields = ["number", "published_at", "created_by", "checksum"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Program)
+class ProgramAdmin(ServiceTransitionAdmin, OrganizationScopedAdmin):
+    list_display = ["name", "organization", "slug", "state", "timezone", "updated_at"]
+    list_filter = ["state", "organization"]
+    search_fields = ["name", "slug"]
+    readonly_fields = ["state", "created_at", "updated_at"]
+    inlines = [ProgramVersionInline]
+    reason_transitions = ("pause", "retire")
+    transition_services = {
+        "activate": ("Activate", lambda p, r: program_activate(program_id=p.pk, actor=_actor(r))),
+        "pause": ("Pause", lambda p, r: program_pause(
+            program_id=p.pk, actor=_actor(r), reason=_reason(r))),
+        "resume": ("Resume", lambda p, r: program_resume(program_id=p.pk, actor=_actor(r))),
+        "retire": ("Retire", lambda p, r: program_retire(
+            program_id=p.pk, actor=_actor(r), reason=_reason(r))),
+    }
+
+
+@admin.register(ProgramVersion)
+class ProgramVersionAdmin(OrganizationScopedAdmin):
+    organization_field = "program__organization"
+    list_display = ["program", "number", "published_at", "created_by", "created_at"]
+    list_filter = ["program"]
+    list_select_related = ["program"]
+    readonly_fields = ["program", "number", "definition", "checksum", "published_at",
+                       "created_by", "created_at"]
+
+    def has_add_permission(self, request):
+        return False  # versions come from `load_program` / the loader service
+
+    def has_change_permission(self, request, obj=None):
+        return False  # immutable once published; drafts are replaced by loading again
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin, OrganizationScopedAdmin):
+    list_display = ["created_at", "actor_label", "action", "object_type", "object_id",
+                    "from_state", "to_state", "request_id"]
+    list_filter = ["actor_kind", "action", "object_type"]
+    search_fields = ["=object_id", "=request_id", "actor_label", "action"]
+    date_hierarchy = None
+    show_full_result_count = False
+    list_per_page = 50
+
+    def get_actions(self, request):
+        return {}  # no bulk delete on an append-only trail
+
+
+@admin.action(description="Claim selected items", permissions=["change"])
+def claim_selected(modeladmin, request, queryset):
+    _bulk(request, queryset, lambda e: exception_claim(exception_id=e.pk, actor=_actor(request)))
+
+
+@admin.action(description="Release selected items", permissions=["change"])
+def release_selected(modeladmin, request, queryset):
+    _bulk(request, queryset, lambda e: exception_release(exception_id=e.pk, actor=_actor(request)))
+
+
+@admin.action(description="Snooze selected items for 1 day", permissions=["bulk_act"])
+def snooze_selected(modeladmin, request, queryset):
+    until = timezone.now() + timedelta(days=1)
+    _bulk(request, queryset, lambda e: exception_snooze(
+        exception_id=e.pk, actor=_actor(request), until=until, reason="bulk snooze (admin)"))
+
+
+@admin.action(description="Retry selected items", permissions=["bulk_act"])
+def retry_selected(modeladmin, request, queryset):
+    _bulk(request, queryset, lambda e: exception_retry(exception_id=e.pk, actor=_actor(request)))
+
+
+def _bulk(request, queryset, func):
+    """Run `func` per item through its service; one failure never undoes others."""
+    done, failed = 0, []
+    for item in queryset:
+        try:
+            func(item)
+            done += 1
+        except (BatonError, ValueError) as exc:
+            failed.append(f"#{item.pk}: {exc}")
+    if done:
+        messages.success(request, f"{done} item(s) done.")
+    for line in failed[:20]:
+        messages.error(request, line)
+
+
+@admin.register(OpsException)
+class OpsExceptionAdmin(ServiceTransitionAdmin, OrganizationScopedAdmin):
+    list_display = ["id", "title", "kind", "severity", "state", "assignee", "occurrences",
+                    "first_seen_at", "due_by", "program"]
+    list_filter = ["state", "kind", "severity", "program"]
+    search_fields = ["=id", "title", "dedup_key", "=subject_id"]
+    list_select_related = ["assignee", "program"]
+    readonly_fields = ["organization", "program", "kind", "severity", "priority", "title",
+                       "detail", "subject_type", "subject_id", "dedup_key", "occurrences",
+                       "first_seen_at", "last_seen_at", "due_by", "state", "assignee",
+                       "snoozed_until", "resolution_note", "resolved_at", "resolved_by",
+                       "auto_resolved", "context"]
+    actions = [claim_selected, release_selected, snooze_selected, retry_selected]
+    reason_transitions = ("resolve", "dismiss")
+    transition_services = {
+        "claim": ("Claim", lambda e, r: exception_claim(exception_id=e.pk, actor=_actor(r))),
+        "release": ("Release", lambda e, r: exception_release(exception_id=e.pk,
+                                                              actor=_actor(r))),
+        "snooze": ("Snooze 1 day", lambda e, r: exception_snooze(
+            exception_id=e.pk, actor=_actor(r), until=timezone.now() + timedelta(days=1))),
+        "resolve": ("Resolve", lambda e, r: exception_resolve(
+            exception_id=e.pk, actor=_actor(r), note=_reason(r))),
+        "dismiss": ("Dismiss", lambda e, r: exception_dismiss(
+            exception_id=e.pk, actor=_actor(r), reason=_reason(r))),
+    }
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_bulk_act_permission(self, request):
+        return request.user.has_perm("programs.bulk_act_opsexception")
+
+
+@admin.register(JobHeartbeat)
+class JobHeartbeatAdmin(ReadOnlyAdmin):
+    list_display = ["name", "last_started_at", "last_finished_at", "last_ok"]

@@ -1,0 +1,116 @@
+"""Admin building blocks shared by every app: organization scoping and
+state-transition buttons that call services (never `.save()` on state)."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+
+from programs.errors import BatonError
+from programs.models import Organization, Program
+from programs.tenancy import organization_ids_for, scope_queryset
+
+
+class OrganizationScopedAdmin(admin.ModelAdmin):
+    """Shows a user only rows of their organizations; superusers see all.
+
+    Set `organization_field` to the lookup from the model to its organization
+    (e.g. "program__organization"). Foreign-key choices are scoped too, so a
+    user can neither see nor pick another organization's rows.
+    """
+
+    organization_field = "organization"
+    show_full_result_count = False
+
+    def get_queryset(self, request):
+        return scope_queryset(super().get_queryset(request), request.user, self.organization_field)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        ids = organization_ids_for(request.user)
+        if ids is not None:
+            related = db_field.related_model
+            if related is Organization:
+                kwargs["queryset"] = Organization.objects.filter(pk__in=ids)
+            elif related is Program:
+                kwargs["queryset"] = Program.objects.filter(organization_id__in=ids)
+            elif hasattr(related, "organization"):
+                kwargs["queryset"] = related._default_manager.filter(organization_id__in=ids)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+class ServiceTransitionAdmin(admin.ModelAdmin):
+    """Adds a button per allowed transition on the change form.
+
+    Subclasses define `transition_services = {"name": (label, callable)}`
+    where callable(obj, request) performs the change through a service.
+    Only transitions allowed from the current state (and for this user, via
+    `has_change_permission`) are shown.
+    """
+
+    transition_services: dict = {}
+    reason_transitions: tuple = ()  # these ask for a reason (request.POST["reason"])
+    change_form_template = "admin/baton/change_form_transitions.html"
+
+    def get_urls(self):
+        info = self.model._meta.app_label, self.model._meta.model_name
+        return [
+            path(
+                "<path:object_id>/transition/<str:name>/",
+                self.admin_site.admin_view(self.transition_view),
+                name="%s_%s_transition" % info,
+            )
+        ] + super().get_urls()
+
+    def allowed_transitions(self, request, obj):
+        if obj is None or not self.has_change_permission(request, obj):
+            return []
+        available = {t.name for t in obj.get_available_state_transitions()}
+        return [
+            (name, label)
+            for name, (label, _func) in self.transition_services.items()
+            if name in available
+        ]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        context["baton_transitions"] = self.allowed_transitions(request, obj)
+        context["baton_reason_transitions"] = self.reason_transitions
+        if obj is not None:
+            info = self.model._meta.app_label, self.model._meta.model_name
+            context["baton_transition_url"] = reverse(
+                "admin:%s_%s_transition" % info, args=[obj.pk, "__name__"],
+                current_app=self.admin_site.name,
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def transition_view(self, request, object_id, name):
+        if request.method != "POST":
+            raise DjangoPermissionDenied
+        obj = get_object_or_404(self.get_queryset(request), pk=object_id)
+        if name not in dict(self.allowed_transitions(request, obj)):
+            self.message_user(
+                request, f"“{name}” is not allowed from {obj.state}.", messages.ERROR
+            )
+        else:
+            _label, func = self.transition_services[name]
+            try:
+                func(obj, request)
+            except (BatonError, ValueError) as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            else:
+                self.message_user(request, f"{name} done.", messages.SUCCESS)
+        info = self.model._meta.app_label, self.model._meta.model_name
+        return HttpResponseRedirect(reverse("admin:%s_%s_change" % info, args=[obj.pk]))
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,82 @@
+"""Registries the higher apps plug into; programs never imports them.
+
+- exception kinds: what can appear in the exception queue;
+- retry actions: how to re-run the failed operation behind a kind;
+- schedules: periodic jobs each app declares in code (see sync_schedules);
+- timeline contributors: rows for the participant timeline (console).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ExceptionKind:
+    key: str
+    label: str
+    default_severity: str = "medium"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class RetryAction:
+    kind: str
+    label: str
+    func: Callable  # func(exception, actor) -> str (a human outcome line)
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    name: str
+    func: str  # dotted path; django-q2 imports it in the worker
+    minutes: int | None = None
+    cron: str | None = None
+    description: str = ""
+
+
+@dataclass
+class Registry:
+    exception_kinds: dict[str, ExceptionKind] = field(default_factory=dict)
+    retry_actions: dict[str, list[RetryAction]] = field(default_factory=dict)
+    schedules: dict[str, ScheduledJob] = field(default_factory=dict)
+    timeline_contributors: list[Callable] = field(default_factory=list)
+
+
+registry = Registry()
+
+
+def register_exception_kind(key, label, *, default_severity="medium", description=""):
+    registry.exception_kinds[key] = ExceptionKind(key, label, default_severity, description)
+
+
+def exception_kind(key) -> ExceptionKind:
+    try:
+        return registry.exception_kinds[key]
+    except KeyError:
+        known = ", ".join(sorted(registry.exception_kinds))
+        raise ValueError(f"unknown exception kind {key!r}; registered kinds: {known}") from None
+
+
+def register_retry_action(kind, label, func):
+    """Offer `label` as a recovery action on items of `kind`."""
+    actions = registry.retry_actions.setdefault(kind, [])
+    actions[:] = [a for a in actions if a.label != label] + [RetryAction(kind, label, func)]
+
+
+def retry_actions_for(kind) -> list[RetryAction]:
+    return list(registry.retry_actions.get(kind, []))
+
+
+def register_schedule(name, func, *, minutes=None, cron=None, description=""):
+    if (minutes is None) == (cron is None):
+        raise ValueError(f"schedule {name!r}: give exactly one of minutes= or cron=")
+    registry.schedules[name] = ScheduledJob(name, func, minutes, cron, description)
+
+
+def register_timeline_contributor(func):
+    """`func(enrollment) -> iterable of TimelineRow`; called by the console."""
+    if func not in registry.timeline_contributors:
+        registry.timeline_contributors.append(func)
+    return func
