@@ -102,11 +102,7 @@ TEMPLATES = [
 # --- Database -------------------------------------------------------------
 # Unset DATABASE_URL: embedded SQLite in WAL mode, so web and one worker can
 # share it. A postgres:// URL: psycopg 3 with Django's connection pool.
-DATABASES = {
-    "default": env.db_url(
-        "DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
-    )
-}
+DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 _db = DATABASES["default"]
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     _db["OPTIONS"] = {

@@ -79,11 +79,15 @@ class ProgramAdmin(ServiceTransitionAdmin, OrganizationScopedAdmin):
     reason_transitions = ("pause", "retire")
     transition_services = {
         "activate": ("Activate", lambda p, r: program_activate(program_id=p.pk, actor=_actor(r))),
-        "pause": ("Pause", lambda p, r: program_pause(
-            program_id=p.pk, actor=_actor(r), reason=_reason(r))),
+        "pause": (
+            "Pause",
+            lambda p, r: program_pause(program_id=p.pk, actor=_actor(r), reason=_reason(r)),
+        ),
         "resume": ("Resume", lambda p, r: program_resume(program_id=p.pk, actor=_actor(r))),
-        "retire": ("Retire", lambda p, r: program_retire(
-            program_id=p.pk, actor=_actor(r), reason=_reason(r))),
+        "retire": (
+            "Retire",
+            lambda p, r: program_retire(program_id=p.pk, actor=_actor(r), reason=_reason(r)),
+        ),
     }
 
 
@@ -93,8 +97,15 @@ class ProgramVersionAdmin(OrganizationScopedAdmin):
     list_display = ["program", "number", "published_at", "created_by", "created_at"]
     list_filter = ["program"]
     list_select_related = ["program"]
-    readonly_fields = ["program", "number", "definition", "checksum", "published_at",
-                       "created_by", "created_at"]
+    readonly_fields = [
+        "program",
+        "number",
+        "definition",
+        "checksum",
+        "published_at",
+        "created_by",
+        "created_at",
+    ]
 
     def has_add_permission(self, request):
         return False  # versions come from `load_program` / the loader service
@@ -108,8 +119,16 @@ class ProgramVersionAdmin(OrganizationScopedAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin, OrganizationScopedAdmin):
-    list_display = ["created_at", "actor_label", "action", "object_type", "object_id",
-                    "from_state", "to_state", "request_id"]
+    list_display = [
+        "created_at",
+        "actor_label",
+        "action",
+        "object_type",
+        "object_id",
+        "from_state",
+        "to_state",
+        "request_id",
+    ]
     list_filter = ["actor_kind", "action", "object_type"]
     search_fields = ["=object_id", "=request_id", "actor_label", "action"]
     date_hierarchy = None
@@ -133,8 +152,13 @@ def release_selected(modeladmin, request, queryset):
 @admin.action(description="Snooze selected items for 1 day", permissions=["bulk_act"])
 def snooze_selected(modeladmin, request, queryset):
     until = timezone.now() + timedelta(days=1)
-    _bulk(request, queryset, lambda e: exception_snooze(
-        exception_id=e.pk, actor=_actor(request), until=until, reason="bulk snooze (admin)"))
+    _bulk(
+        request,
+        queryset,
+        lambda e: exception_snooze(
+            exception_id=e.pk, actor=_actor(request), until=until, reason="bulk snooze (admin)"
+        ),
+    )
 
 
 @admin.action(description="Retry selected items", permissions=["bulk_act"])
@@ -159,28 +183,64 @@ def _bulk(request, queryset, func):
 
 @admin.register(OpsException)
 class OpsExceptionAdmin(ServiceTransitionAdmin, OrganizationScopedAdmin):
-    list_display = ["id", "title", "kind", "severity", "state", "assignee", "occurrences",
-                    "first_seen_at", "due_by", "program"]
+    list_display = [
+        "id",
+        "title",
+        "kind",
+        "severity",
+        "state",
+        "assignee",
+        "occurrences",
+        "first_seen_at",
+        "due_by",
+        "program",
+    ]
     list_filter = ["state", "kind", "severity", "program"]
     search_fields = ["=id", "title", "dedup_key", "=subject_id"]
     list_select_related = ["assignee", "program"]
-    readonly_fields = ["organization", "program", "kind", "severity", "priority", "title",
-                       "detail", "subject_type", "subject_id", "dedup_key", "occurrences",
-                       "first_seen_at", "last_seen_at", "due_by", "state", "assignee",
-                       "snoozed_until", "resolution_note", "resolved_at", "resolved_by",
-                       "auto_resolved", "context"]
+    readonly_fields = [
+        "organization",
+        "program",
+        "kind",
+        "severity",
+        "priority",
+        "title",
+        "detail",
+        "subject_type",
+        "subject_id",
+        "dedup_key",
+        "occurrences",
+        "first_seen_at",
+        "last_seen_at",
+        "due_by",
+        "state",
+        "assignee",
+        "snoozed_until",
+        "resolution_note",
+        "resolved_at",
+        "resolved_by",
+        "auto_resolved",
+        "context",
+    ]
     actions = [claim_selected, release_selected, snooze_selected, retry_selected]
     reason_transitions = ("resolve", "dismiss")
     transition_services = {
         "claim": ("Claim", lambda e, r: exception_claim(exception_id=e.pk, actor=_actor(r))),
-        "release": ("Release", lambda e, r: exception_release(exception_id=e.pk,
-                                                              actor=_actor(r))),
-        "snooze": ("Snooze 1 day", lambda e, r: exception_snooze(
-            exception_id=e.pk, actor=_actor(r), until=timezone.now() + timedelta(days=1))),
-        "resolve": ("Resolve", lambda e, r: exception_resolve(
-            exception_id=e.pk, actor=_actor(r), note=_reason(r))),
-        "dismiss": ("Dismiss", lambda e, r: exception_dismiss(
-            exception_id=e.pk, actor=_actor(r), reason=_reason(r))),
+        "release": ("Release", lambda e, r: exception_release(exception_id=e.pk, actor=_actor(r))),
+        "snooze": (
+            "Snooze 1 day",
+            lambda e, r: exception_snooze(
+                exception_id=e.pk, actor=_actor(r), until=timezone.now() + timedelta(days=1)
+            ),
+        ),
+        "resolve": (
+            "Resolve",
+            lambda e, r: exception_resolve(exception_id=e.pk, actor=_actor(r), note=_reason(r)),
+        ),
+        "dismiss": (
+            "Dismiss",
+            lambda e, r: exception_dismiss(exception_id=e.pk, actor=_actor(r), reason=_reason(r)),
+        ),
     }
 
     def has_add_permission(self, request):

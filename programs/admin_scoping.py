@@ -56,13 +56,12 @@ class ServiceTransitionAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         info = self.model._meta.app_label, self.model._meta.model_name
-        return [
-            path(
-                "<path:object_id>/transition/<str:name>/",
-                self.admin_site.admin_view(self.transition_view),
-                name="%s_%s_transition" % info,
-            )
-        ] + super().get_urls()
+        transition_url = path(
+            "<path:object_id>/transition/<str:name>/",
+            self.admin_site.admin_view(self.transition_view),
+            name="{}_{}_transition".format(*info),
+        )
+        return [transition_url, *super().get_urls()]
 
     def allowed_transitions(self, request, obj):
         if obj is None or not self.has_change_permission(request, obj):
@@ -80,7 +79,8 @@ class ServiceTransitionAdmin(admin.ModelAdmin):
         if obj is not None:
             info = self.model._meta.app_label, self.model._meta.model_name
             context["baton_transition_url"] = reverse(
-                "admin:%s_%s_transition" % info, args=[obj.pk, "__name__"],
+                "admin:{}_{}_transition".format(*info),
+                args=[obj.pk, "__name__"],
                 current_app=self.admin_site.name,
             )
         return super().render_change_form(request, context, add, change, form_url, obj)
@@ -90,9 +90,7 @@ class ServiceTransitionAdmin(admin.ModelAdmin):
             raise DjangoPermissionDenied
         obj = get_object_or_404(self.get_queryset(request), pk=object_id)
         if name not in dict(self.allowed_transitions(request, obj)):
-            self.message_user(
-                request, f"“{name}” is not allowed from {obj.state}.", messages.ERROR
-            )
+            self.message_user(request, f"“{name}” is not allowed from {obj.state}.", messages.ERROR)
         else:
             _label, func = self.transition_services[name]
             try:
@@ -102,7 +100,7 @@ class ServiceTransitionAdmin(admin.ModelAdmin):
             else:
                 self.message_user(request, f"{name} done.", messages.SUCCESS)
         info = self.model._meta.app_label, self.model._meta.model_name
-        return HttpResponseRedirect(reverse("admin:%s_%s_change" % info, args=[obj.pk]))
+        return HttpResponseRedirect(reverse("admin:{}_{}_change".format(*info), args=[obj.pk]))
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -193,14 +193,19 @@ def validate_definition(document) -> dict:
             path = f"stages[{i}].steps[{j}]"
             if step["key"] in seen_steps:
                 errors.append(
-                    (f"{path}.key", f"step key {step['key']!r} is already used at "
-                     f"{seen_steps[step['key']]}")
+                    (
+                        f"{path}.key",
+                        f"step key {step['key']!r} is already used at {seen_steps[step['key']]}",
+                    )
                 )
             seen_steps[step["key"]] = path
             kind = step["kind"]
             if kind in ("wait_event", "partner_task") and "completes_on" not in step:
                 errors.append(
-                    (f"{path}.completes_on", f"a {kind} step needs the event type that completes it")
+                    (
+                        f"{path}.completes_on",
+                        f"a {kind} step needs the event type that completes it",
+                    )
                 )
             if kind == "message" and "message" not in step:
                 errors.append((f"{path}.message", "a message step needs message.template"))

@@ -99,8 +99,12 @@ class Program(FSMModelMixin, models.Model):
         return self.name
 
     # Transition methods change fields in memory only; services save and audit.
-    @transition(field=state, source=ProgramState.DRAFT, target=ProgramState.ACTIVE,
-                conditions=[lambda p: p.versions.filter(published_at__isnull=False).exists()])
+    @transition(
+        field=state,
+        source=ProgramState.DRAFT,
+        target=ProgramState.ACTIVE,
+        conditions=[lambda p: p.versions.filter(published_at__isnull=False).exists()],
+    )
     def activate(self):
         """Start running: needs at least one published definition."""
 
@@ -112,8 +116,9 @@ class Program(FSMModelMixin, models.Model):
     def resume(self):
         """Continue after a pause."""
 
-    @transition(field=state, source=[ProgramState.ACTIVE, ProgramState.PAUSED],
-                target=ProgramState.RETIRED)
+    @transition(
+        field=state, source=[ProgramState.ACTIVE, ProgramState.PAUSED], target=ProgramState.RETIRED
+    )
     def retire(self):
         """End the program for good; terminal."""
 
@@ -217,7 +222,11 @@ class AuditEvent(models.Model):
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     organization = models.ForeignKey(
-        Organization, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False,
+        Organization,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
         related_name="+",
     )
     actor_kind = models.CharField(max_length=20)
@@ -305,7 +314,10 @@ class OpsException(FSMModelMixin, models.Model):
     due_by = models.DateTimeField(help_text="Resolution SLA, set from the severity.")
     state = FSMField(default=ExceptionState.OPEN, choices=ExceptionState.choices, protected=True)
     assignee = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="assigned_exceptions",
     )
     snoozed_until = models.DateTimeField(null=True, blank=True)
@@ -355,8 +367,11 @@ class OpsException(FSMModelMixin, models.Model):
     def release(self):
         self.assignee = None
 
-    @transition(field=state, source=[ExceptionState.OPEN, ExceptionState.CLAIMED],
-                target=ExceptionState.SNOOZED)
+    @transition(
+        field=state,
+        source=[ExceptionState.OPEN, ExceptionState.CLAIMED],
+        target=ExceptionState.SNOOZED,
+    )
     def snooze(self, until):
         self.snoozed_until = until
 

@@ -46,9 +46,7 @@ def _role_grants(perm_key: str, codename: str, model: str, role: str) -> bool:
         )
     if role == "lead":
         return _role_grants(perm_key, codename, model, "coordinator") or perm_key in LEAD_EXTRA
-    if role == "admin":
-        return True
-    return False
+    return role == "admin"
 
 
 def sync_role_groups(apps=None, schema_editor=None):

@@ -27,9 +27,7 @@ def queue_backlog() -> dict:
         if oldest is not None:
             enqueued = oldest.task.get("enqueued_at") or oldest.task.get("started")
             if enqueued is not None:
-                result["oldest_age_seconds"] = round(
-                    (timezone.now() - enqueued).total_seconds(), 1
-                )
+                result["oldest_age_seconds"] = round((timezone.now() - enqueued).total_seconds(), 1)
     return result
 
 

@@ -5,7 +5,7 @@ from programs.roles import sync_role_groups
 AUDIT_GUARD_SQL = """
 CREATE OR REPLACE FUNCTION baton_audit_append_only() RETURNS trigger AS $$
 BEGIN
-    RAISE EXCEPTION 'programs_auditevent is append-only (% refused)', TG_OP
+    RAISE EXCEPTION 'programs_auditevent is append-only (%% refused)', TG_OP
         USING ERRCODE = 'insufficient_privilege';
 END;
 $$ LANGUAGE plpgsql;

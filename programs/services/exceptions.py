@@ -229,7 +229,10 @@ def exception_claim(*, exception_id: int, actor, assignee=None) -> OpsException:
     if assignee is None:
         raise PermissionDenied("only a person can claim an exception")
     return _simple_transition(
-        exception_id, "claim", actor, assignee=assignee,
+        exception_id,
+        "claim",
+        actor,
+        assignee=assignee,
         metadata={"assignee": assignee.get_username()},
     )
 
@@ -279,7 +282,11 @@ def exception_snooze(*, exception_id: int, actor, until: datetime, reason: str =
     if until <= timezone.now():
         raise ValueError("snooze until must be in the future")
     return _simple_transition(
-        exception_id, "snooze", actor, until=until, reason=reason,
+        exception_id,
+        "snooze",
+        actor,
+        until=until,
+        reason=reason,
         metadata={"until": until.isoformat()},
     )
 
@@ -333,8 +340,10 @@ def exception_retry(*, exception_id: int, actor, label: str | None = None) -> st
         actions = [a for a in actions if a.label == label]
     if not actions:
         raise TransitionNotAllowed(
-            obj_label=f"exception #{item.pk}", transition="retry",
-            current_state=item.state, allowed=_allowed(item),
+            obj_label=f"exception #{item.pk}",
+            transition="retry",
+            current_state=item.state,
+            allowed=_allowed(item),
         )
     outcome = actions[0].func(item, actor)
     audit_record(

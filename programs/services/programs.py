@@ -118,8 +118,13 @@ def program_load_definition(
         update_fields=["name", "timezone", "quiet_hours_start", "quiet_hours_end", "updated_at"]
     )
     if program_created:
-        audit_record(actor=actor, action="program.created", target=program,
-                     organization=organization, to_state=program.state)
+        audit_record(
+            actor=actor,
+            action="program.created",
+            target=program,
+            organization=organization,
+            to_state=program.state,
+        )
 
     latest = program.versions.order_by("-number").first()
     if latest and latest.checksum == definition_checksum(document):
