@@ -1,0 +1,107 @@
+"""A user sees and acts only within their organizations, in the admin too."""
+
+import pytest
+
+from programs.actors import Actor
+from programs.models import Program
+from programs.services import exception_raise, program_load_definition
+
+
+@pytest.fixture
+def other_program(other_org, dpp_document):
+    version, _ = program_load_definition(
+        organization=other_org, document=dpp_document, actor=Actor.system("test")
+    )
+    return version.program
+
+
+@pytest.fixture
+def other_item(other_org):
+    item, _ = exception_raise(
+        organization=other_org, kind="manual", title="Globex secret item", dedup_key="g:1"
+    )
+    return item
+
+
+@pytest.mark.django_db
+def test_coordinator_of_org_a_cannot_see_org_b_in_admin_lists(
+    client, coordinator, program, other_program, other_item
+):
+    client.force_login(coordinator)
+    programs = client.get("/admin/programs/program/")
+    assert programs.status_code == 200
+    assert b"Acme" in programs.content or program.name.encode() in programs.content
+    assert f"/admin/programs/program/{other_program.pk}/".encode() not in programs.content
+    items = client.get("/admin/programs/opsexception/")
+    assert b"Globex secret item" not in items.content
+    orgs = client.get("/admin/programs/organization/")
+    assert b"Globex Care" not in orgs.content
+
+
+@pytest.mark.django_db
+def test_coordinator_gets_no_object_page_for_org_b(client, coordinator, other_program, other_item):
+    client.force_login(coordinator)
+    for url in (
+        f"/admin/programs/program/{other_program.pk}/change/",
+        f"/admin/programs/opsexception/{other_item.pk}/change/",
+    ):
+        response = client.get(url, follow=True)
+        assert b"Globex" not in response.content
+        assert b"doesn" in response.content  # "... with ID ... doesn't exist"
+
+
+@pytest.mark.django_db
+def test_superuser_sees_every_organization(client, admin_user, program, other_program):
+    client.force_login(admin_user)
+    response = client.get("/admin/programs/program/")
+    assert f"/admin/programs/program/{other_program.pk}/".encode() in response.content
+
+
+@pytest.mark.django_db
+def test_coordinator_can_see_the_demo_program_after_login(client, coordinator, program):
+    # the issue's "done when": a coordinator logs in and sees the program
+    assert client.login(username=coordinator.username, password="correct-horse-battery-staple")
+    index = client.get("/admin/")
+    assert index.status_code == 200
+    assert b"Baton operations console" in index.content
+    change = client.get(f"/admin/programs/program/{program.pk}/change/")
+    assert change.status_code == 200
+    assert b"Diabetes Prevention Program" in change.content
+
+
+@pytest.mark.django_db
+def test_auditor_reads_but_cannot_change(client, auditor, program):
+    client.force_login(auditor)
+    assert client.get(f"/admin/programs/program/{program.pk}/change/").status_code == 200
+    response = client.post(
+        f"/admin/programs/program/{program.pk}/transition/pause/", {"reason": "x"}
+    )
+    assert response.status_code in (302, 403)
+    program.refresh_from_db()
+    assert program.state == "active"
+
+
+@pytest.mark.django_db
+def test_lead_pauses_program_through_admin_button_and_it_is_audited(client, lead, program):
+    client.force_login(lead)
+    page = client.get(f"/admin/programs/program/{program.pk}/change/")
+    assert b"/transition/pause/" in page.content
+    assert b"/transition/activate/" not in page.content  # not allowed from active
+    client.post(f"/admin/programs/program/{program.pk}/transition/pause/", {"reason": "review"})
+    program = Program.objects.get(pk=program.pk)
+    assert program.state == "paused"
+    from programs.models import AuditEvent
+
+    row = AuditEvent.objects.get(action="program.pause", object_id=str(program.pk))
+    assert (row.actor_label, row.reason) == (lead.username, "review")
+
+
+@pytest.mark.django_db
+def test_roles_are_groups_with_permissions(coordinator, lead, auditor):
+    assert coordinator.has_perm("programs.change_opsexception")
+    assert not coordinator.has_perm("programs.bulk_act_opsexception")
+    assert lead.has_perm("programs.bulk_act_opsexception")
+    assert auditor.has_perm("programs.view_opsexception")
+    assert not auditor.has_perm("programs.change_opsexception")
+    for user in (coordinator, lead, auditor):
+        assert not user.has_perm("programs.delete_auditevent")
