@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 
-.PHONY: demo test lint format venv lock serve migrate clean
+.PHONY: demo test lint format venv lock serve migrate clean bench-quick
 
 $(VENV)/.installed: requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ serve: venv
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Every benchmark at its small size, so none of them rots (CI runs this).
+bench-quick: venv
+	@for b in bench/*.py; do \
+		[ -e "$$b" ] || continue; case $$b in bench/_*) continue;; esac; \
+		echo "--- $$b --quick"; $(PY) $$b --quick || exit 1; \
+	done
 
 lint: venv
 	$(VENV)/bin/ruff check .
