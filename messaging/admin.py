@@ -1,0 +1,252 @@
+from django.contrib import admin, messages
+from django.utils.html import format_html, linebreaks
+
+from messaging.models import (
+    CallbackLog,
+    ChannelConnector,
+    Message,
+    MessageTemplate,
+    OptOut,
+)
+from messaging.rendering import SAMPLE_VARIABLES, allowed_variables, render
+from messaging.services import (
+    message_cancel,
+    message_resend,
+    message_switch_channel,
+    opt_out_revoke,
+    template_new_version,
+    template_publish,
+)
+from programs.actors import Actor
+from programs.admin_scoping import OrganizationScopedAdmin, ReadOnlyAdmin
+from programs.errors import BatonError
+
+
+def _bulk(request, queryset, func):
+    done, failed = 0, []
+    for obj in queryset:
+        try:
+            func(obj)
+            done += 1
+        except (BatonError, ValueError) as exc:
+            failed.append(f"#{obj.pk}: {exc}")
+    if done:
+        messages.success(request, f"{done} item(s) done.")
+    for line in failed[:20]:
+        messages.error(request, line)
+
+
+@admin.action(description="Publish selected drafts", permissions=["change"])
+def publish_selected(modeladmin, request, queryset):
+    actor = Actor.for_user(request.user)
+    _bulk(request, queryset, lambda t: template_publish(template_id=t.pk, actor=actor))
+
+
+@admin.action(description="Create a new draft version of selected", permissions=["add"])
+def new_version_selected(modeladmin, request, queryset):
+    actor = Actor.for_user(request.user)
+    _bulk(request, queryset, lambda t: template_new_version(template_id=t.pk, actor=actor))
+
+
+@admin.register(MessageTemplate)
+class MessageTemplateAdmin(OrganizationScopedAdmin):
+    list_display = ["key", "program", "channel", "locale", "version", "published_at"]
+    list_filter = ["channel", "locale", "program"]
+    search_fields = ["key"]
+    list_select_related = ["program"]
+    actions = [publish_selected, new_version_selected]
+    fields = [
+        "organization",
+        "program",
+        "key",
+        "channel",
+        "locale",
+        "version",
+        "subject",
+        "body",
+        "links",
+        "complete_on",
+        "expires_after",
+        "allowed_placeholders",
+        "preview",
+        "published_at",
+        "created_by",
+    ]
+
+    def get_readonly_fields(self, request, obj=None):
+        always = ["allowed_placeholders", "preview", "published_at", "created_by", "version"]
+        if obj is not None and obj.is_published:
+            return list(self.fields)  # published: immutable
+        return always
+
+    @admin.display(description="Allowed placeholders")
+    def allowed_placeholders(self, obj):
+        links = obj.links if obj and isinstance(obj.links, dict) else {}
+        return ", ".join(f"{{{{ {name} }}}}" for name in allowed_variables(links))
+
+    @admin.display(description="Preview (sample variables)")
+    def preview(self, obj):
+        if obj is None or not obj.body:
+            return "—"
+        variables = {**SAMPLE_VARIABLES}
+        for name, url in (obj.links or {}).items():
+            variables[f"link_{name}"] = url
+        subject = render(obj.subject, variables)
+        body = render(obj.body, variables)
+        if subject:
+            return format_html("<strong>{}</strong>{}", subject, linebreaks(body, autoescape=True))
+        return format_html("{}", linebreaks(body, autoescape=True))
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.created_by = Actor.for_user(request.user).label[:200]
+            from django.db.models import Max
+
+            latest = MessageTemplate.objects.filter(
+                program=obj.program, key=obj.key, channel=obj.channel, locale=obj.locale
+            ).aggregate(v=Max("version"))["v"]
+            obj.version = (latest or 0) + 1
+        super().save_model(request, obj, form, change)
+        from programs.services import audit_record
+
+        audit_record(
+            actor=Actor.for_user(request.user),
+            action="message_template.changed" if change else "message_template.created",
+            target=obj,
+            metadata={"key": obj.key, "version": obj.version, "via": "admin"},
+        )
+
+    def has_delete_permission(self, request, obj=None):
+        return obj is None or not obj.is_published
+
+
+@admin.action(
+    description="Resend selected (failed, undeliverable, suppressed)", permissions=["resend"]
+)
+def resend_selected(modeladmin, request, queryset):
+    actor = Actor.for_user(request.user)
+    _bulk(request, queryset, lambda m: message_resend(message_id=m.pk, actor=actor, reason="admin"))
+
+
+@admin.action(description="Switch channel and resend selected", permissions=["resend"])
+def switch_selected(modeladmin, request, queryset):
+    actor = Actor.for_user(request.user)
+    _bulk(request, queryset, lambda m: message_switch_channel(message_id=m.pk, actor=actor))
+
+
+@admin.action(description="Cancel selected (scheduled or queued)", permissions=["change"])
+def cancel_selected(modeladmin, request, queryset):
+    actor = Actor.for_user(request.user)
+    _bulk(
+        request,
+        queryset,
+        lambda m: message_cancel(message_id=m.pk, actor=actor, reason="canceled in admin"),
+    )
+
+
+@admin.register(Message)
+class MessageAdmin(ReadOnlyAdmin, OrganizationScopedAdmin):
+    list_display = [
+        "id",
+        "template_key",
+        "channel",
+        "state",
+        "participant_ref",
+        "enrollment_id",
+        "scheduled_for",
+        "attempts",
+        "program",
+    ]
+    list_filter = ["state", "channel", "program", "kind", "suppression_reason"]
+    search_fields = ["=id", "=participant_ref", "=enrollment_id", "template_key"]
+    list_select_related = ["program"]
+    show_full_result_count = False
+    list_per_page = 50
+    actions = [resend_selected, switch_selected, cancel_selected]
+
+    def has_resend_permission(self, request):
+        return request.user.has_perm("messaging.resend_message") or request.user.has_perm(
+            "messaging.change_message"
+        )
+
+    def has_change_permission(self, request, obj=None):
+        # Actions only (they call services); the form itself stays read-only.
+        return obj is None and request.user.has_perm("messaging.change_message")
+
+
+@admin.action(
+    description="Revoke selected opt-outs (participant opted back in)", permissions=["delete"]
+)
+def revoke_selected(modeladmin, request, queryset):
+    actor = Actor.for_user(request.user)
+    _bulk(
+        request,
+        queryset,
+        lambda o: opt_out_revoke(opt_out_id=o.pk, actor=actor, reason="revoked in admin"),
+    )
+
+
+@admin.register(OptOut)
+class OptOutAdmin(OrganizationScopedAdmin):
+    list_display = ["participant_ref", "channel", "source", "organization", "created_at"]
+    list_filter = ["channel", "organization"]
+    search_fields = ["=participant_ref"]
+    readonly_fields = [
+        "organization",
+        "participant_ref",
+        "channel",
+        "source",
+        "message",
+        "created_at",
+    ]
+    actions = [revoke_selected]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # revoke goes through the audited service
+        return actions
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.has_perm("messaging.delete_optout")
+
+    def delete_model(self, request, obj):
+        opt_out_revoke(opt_out_id=obj.pk, actor=Actor.for_user(request.user), reason="admin")
+
+
+@admin.register(ChannelConnector)
+class ChannelConnectorAdmin(OrganizationScopedAdmin):
+    list_display = ["name", "organization", "kind", "enabled", "is_default", "masked_secret"]
+    list_filter = ["kind", "enabled", "organization"]
+    search_fields = ["name", "slug"]
+
+    @admin.display(description="Secret")
+    def masked_secret(self, obj):
+        from integrations.signing import mask_secret
+
+        return mask_secret(obj.secret)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        from programs.services import audit_record
+
+        audit_record(
+            actor=Actor.for_user(request.user),
+            action="messaging.connector.changed" if change else "messaging.connector.created",
+            target=obj,
+            metadata={"fields": sorted(form.changed_data), "via": "admin"},
+        )
+
+
+@admin.register(CallbackLog)
+class CallbackLogAdmin(ReadOnlyAdmin, OrganizationScopedAdmin):
+    organization_field = "connector__organization"
+    list_display = ["created_at", "connector", "webhook_id", "event_type", "message", "outcome"]
+    list_filter = ["event_type", "connector"]
+    list_select_related = ["connector"]
+    show_full_result_count = False

@@ -1,0 +1,310 @@
+"""Dispatching due messages through the channel connectors.
+
+Three steps, so no I/O ever runs inside a transaction:
+1. claim (one transaction): lock due rows with `select_for_update(skip_locked=True)`,
+   re-check opt-outs and expiry (suppress), move scheduled -> queued, count
+   the attempt and set a lease (`next_attempt_at`) so a crashed worker's
+   message is picked up again after it;
+2. send (no transaction): each connector sends its batch;
+3. record (one transaction, a savepoint per message): sent / delivered /
+   undeliverable / failed, or back off a retryable failure. Each change is
+   audited with an outbox event; every attempt gets a DeliveryAttempt row.
+Sending is at least once: a retry carries the same message id (the
+connector's idempotency key), so the customer's tool can drop duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from integrations.connectors import (
+    DELIVERED,
+    FAILED,
+    SENT,
+    UNDELIVERABLE,
+    Connector,
+    ConnectorConfig,
+    OutboundMessage,
+    SendResult,
+    build_connector,
+)
+from messaging.models import (
+    ChannelConnector,
+    DeliveryAttempt,
+    Message,
+    MessageState,
+    MessageTemplate,
+    OptOut,
+    SuppressionReason,
+)
+from messaging.rendering import render
+from messaging.services.messages import suppress_message
+from messaging.services.transitions import apply_transition
+from programs.actors import Actor
+from programs.services import audit_record
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RETRY_DELAYS = (30, 120, 600, 1800, 7200)  # seconds after attempts 1..5
+
+
+def retry_delays() -> tuple[int, ...]:
+    return tuple(getattr(settings, "BATON_MESSAGING_RETRY_DELAYS", DEFAULT_RETRY_DELAYS))
+
+
+def max_attempts() -> int:
+    return len(retry_delays()) + 1
+
+
+def lease() -> timedelta:
+    return timedelta(seconds=int(getattr(settings, "BATON_MESSAGING_LEASE_SECONDS", 120)))
+
+
+def fallback_connector_kind() -> str | None:
+    """Used when an organization has no enabled connector for a channel:
+    console outside production; in production a missing connector is a failure."""
+    default = None if getattr(settings, "PRODUCTION", False) else "console"
+    return getattr(settings, "BATON_MESSAGING_FALLBACK_CONNECTOR", default)
+
+
+@dataclass
+class _Claimed:
+    message_id: int
+    attempt: int
+    connector_id: int | None
+    connector_key: tuple
+    outbound: OutboundMessage
+
+
+class _ConnectorCache:
+    """Per dispatch run: which connector serves (organization, channel)."""
+
+    def __init__(self):
+        self._by_org: dict[int, list[ChannelConnector]] = {}
+        self._instances: dict[tuple, Connector] = {}
+
+    def resolve(self, organization_id: int, channel: str):
+        if organization_id not in self._by_org:
+            self._by_org[organization_id] = list(
+                ChannelConnector.objects.filter(
+                    organization_id=organization_id, enabled=True
+                ).order_by("-is_default", "pk")
+            )
+        for row in self._by_org[organization_id]:
+            if row.serves(channel):
+                key = ("row", row.pk)
+                if key not in self._instances:
+                    self._instances[key] = build_connector(row.as_config())
+                return row.pk, key
+        kind = fallback_connector_kind()
+        if not kind:
+            return None, None
+        key = ("fallback", kind)
+        if key not in self._instances:
+            self._instances[key] = build_connector(
+                ConnectorConfig(id=None, organization_id=None, kind=kind, name=f"{kind} (fallback)")
+            )
+        return None, key
+
+    def get(self, key) -> Connector:
+        return self._instances[key]
+
+    def close(self):
+        for instance in self._instances.values():
+            instance.close()
+
+
+def _due_filter(now):
+    return Q(state=MessageState.SCHEDULED, scheduled_for__lte=now) | Q(
+        state=MessageState.QUEUED, next_attempt_at__lte=now
+    )
+
+
+def _claim(batch_size: int, cache: _ConnectorCache, templates: dict, actor, stats):
+    """Return (claimed items, rows locked); suppressed rows count as locked."""
+    claimed: list[_Claimed] = []
+    with transaction.atomic():
+        now = timezone.now()
+        messages = list(
+            Message.objects.select_for_update(skip_locked=True)
+            .filter(_due_filter(now))
+            .order_by("scheduled_for", "pk")[:batch_size]
+        )
+        if not messages:
+            return [], 0
+        opted_out = set(
+            OptOut.objects.filter(
+                organization_id__in={m.organization_id for m in messages},
+                participant_ref__in={m.participant_ref for m in messages},
+            ).values_list("organization_id", "participant_ref", "channel")
+        )
+        missing = {m.template_id for m in messages} - set(templates)
+        if missing:
+            templates.update(MessageTemplate.objects.in_bulk(missing))
+        lease_until = now + lease()
+        for message in messages:
+            if (message.organization_id, message.participant_ref, message.channel) in opted_out:
+                suppress_message(message, SuppressionReason.OPTED_OUT, actor)
+                stats["suppressed"] += 1
+                continue
+            if message.expires_at is not None and now > message.expires_at:
+                suppress_message(message, SuppressionReason.EXPIRED, actor)
+                stats["suppressed"] += 1
+                continue
+            message.attempts += 1
+            if message.state == MessageState.SCHEDULED:
+                apply_transition(message, "queue", actor=actor, now=now)
+            message.next_attempt_at = lease_until
+            message.save(update_fields=["attempts", "next_attempt_at", "updated_at"])
+            connector_id, key = cache.resolve(message.organization_id, message.channel)
+            template = templates[message.template_id]
+            claimed.append(
+                _Claimed(
+                    message_id=message.pk,
+                    attempt=message.attempts,
+                    connector_id=connector_id,
+                    connector_key=key,
+                    outbound=OutboundMessage(
+                        message_id=message.pk,
+                        organization_id=message.organization_id,
+                        program_id=message.program_id,
+                        channel=message.channel,
+                        template_key=message.template_key,
+                        template_version=message.template_version,
+                        locale=template.locale,
+                        participant_ref=message.participant_ref,
+                        variables=message.variables,
+                        body=render(template.body, message.variables),
+                        scheduled_for=message.scheduled_for,
+                    ),
+                )
+            )
+    return claimed, len(messages)
+
+
+def _record_one(message: Message, item: _Claimed, result: SendResult, actor, stats) -> None:
+    now = timezone.now()
+    if message.state != MessageState.QUEUED or message.attempts != item.attempt:
+        # Changed while we sent: canceled, reported by a fast callback, or re-claimed.
+        if result.ok and message.state == MessageState.CANCELED:
+            audit_record(
+                actor=actor,
+                action="message.sent_after_cancel",
+                target=message,
+                organization=message.organization_id,
+                reason="the send was in flight when the message was canceled",
+            )
+        stats["stale"] += 1
+        return
+    message.connector_id = item.connector_id
+    if result.outcome in (SENT, DELIVERED):
+        apply_transition(
+            message, "mark_sent", actor=actor, now=now, vendor_message_id=result.vendor_message_id
+        )
+        stats["sent"] += 1
+        if result.outcome == DELIVERED:
+            apply_transition(message, "mark_delivered", actor=actor, now=now)
+            stats["delivered"] += 1
+    elif result.outcome == UNDELIVERABLE:
+        apply_transition(
+            message,
+            "mark_undeliverable",
+            actor=actor,
+            now=now,
+            error=result.error,
+            reason=result.error,
+        )
+        stats["undeliverable"] += 1
+    elif result.outcome == FAILED and result.retryable and item.attempt < max_attempts():
+        delay = retry_delays()[item.attempt - 1]
+        message.next_attempt_at = now + timedelta(seconds=delay * random.uniform(0.9, 1.1))
+        message.last_error = result.error[:2000]
+        message.save(update_fields=["next_attempt_at", "last_error", "connector", "updated_at"])
+        stats["retrying"] += 1
+    else:
+        error = result.error
+        if result.retryable:
+            error = f"{error} (gave up after {item.attempt} attempts)"
+        apply_transition(message, "mark_failed", actor=actor, now=now, error=error, reason=error)
+        stats["failed"] += 1
+
+
+def _record(items: list[_Claimed], results: list[SendResult], cache, actor, stats) -> None:
+    with transaction.atomic():
+        locked = Message.objects.select_for_update().in_bulk([i.message_id for i in items])
+        rows = []
+        for item, result in zip(items, results, strict=True):
+            rows.append(
+                DeliveryAttempt(
+                    message_id=item.message_id,
+                    connector_id=item.connector_id,
+                    connector_kind=cache.get(item.connector_key).kind
+                    if item.connector_key
+                    else "none",
+                    number=item.attempt,
+                    outcome=result.outcome if not result.retryable else f"{result.outcome}_retry",
+                    retryable=result.retryable,
+                    http_status=result.http_status,
+                    duration_ms=result.duration_ms,
+                    error=result.error[:2000],
+                    record=result.record,
+                )
+            )
+            message = locked.get(item.message_id)
+            if message is None:
+                continue
+            try:
+                with transaction.atomic():
+                    _record_one(message, item, result, actor, stats)
+            except Exception:
+                # A receiver failed: leave the message queued; the lease expiry retries it.
+                logger.exception("could not record the send of message %s", item.message_id)
+                stats["record_errors"] += 1
+        DeliveryAttempt.objects.bulk_create(rows)
+
+
+def messages_dispatch_due(*, batch_size: int = 200, max_batches: int | None = None) -> dict:
+    """Send every due message (scheduled_for <= now, or a queued retry whose
+    time has come); return counts. Safe to run on several workers at once:
+    skip_locked hands each row to one of them. Audits every state change
+    (actor `system:messaging.dispatch`) and writes one DeliveryAttempt per send."""
+    actor = Actor.system("messaging.dispatch")
+    cache = _ConnectorCache()
+    templates: dict[int, MessageTemplate] = {}
+    stats: Counter = Counter()
+    batches = 0
+    try:
+        while max_batches is None or batches < max_batches:
+            claimed, locked = _claim(batch_size, cache, templates, actor, stats)
+            if not locked:
+                break
+            batches += 1
+            stats["claimed"] += len(claimed)
+            groups: dict[tuple, list[_Claimed]] = defaultdict(list)
+            for item in claimed:
+                groups[item.connector_key].append(item)
+            for key, items in groups.items():
+                if key is None:
+                    results = [
+                        SendResult.failed(
+                            "no enabled connector serves this channel for the organization",
+                            retryable=False,
+                        )
+                        for _ in items
+                    ]
+                else:
+                    results = cache.get(key).send_many([i.outbound for i in items])
+                _record(items, results, cache, actor, stats)
+    finally:
+        cache.close()
+    stats["batches"] = batches
+    return dict(stats)
