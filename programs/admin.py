@@ -1,7 +1,11 @@
 from datetime import timedelta
 
 from django.contrib import admin, messages
+from django.core.paginator import Paginator
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html
 
 from programs.actors import Actor
 from programs.admin_scoping import OrganizationScopedAdmin, ReadOnlyAdmin, ServiceTransitionAdmin
@@ -22,6 +26,7 @@ from programs.services import (
     exception_resolve,
     exception_retry,
     exception_snooze,
+    exception_wake,
     program_activate,
     program_pause,
     program_resume,
@@ -181,10 +186,59 @@ def _bulk(request, queryset, func):
         messages.error(request, line)
 
 
+class CappedCountPaginator(Paginator):
+    """Counts at most CAP rows (COUNT over a LIMITed subquery), so a changelist
+    over a million items never runs a full COUNT(*); beyond the cap the admin
+    shows "10000 results" and pages up to it, and search/filters narrow it."""
+
+    CAP = 10_000
+
+    @cached_property
+    def count(self):
+        qs = self.object_list
+        if hasattr(qs, "values"):
+            return qs.order_by().values("pk")[: self.CAP].count()
+        return min(len(qs), self.CAP)
+
+
+class KindFilter(admin.SimpleListFilter):
+    """Kinds from the registry: the default filter would run SELECT DISTINCT
+    over the whole table on every changelist view."""
+
+    title = "kind"
+    parameter_name = "kind"
+
+    def lookups(self, request, model_admin):
+        from programs.registries import registry
+
+        return sorted((k.key, k.label) for k in registry.exception_kinds.values())
+
+    def queryset(self, request, queryset):
+        return queryset.filter(kind=self.value()) if self.value() else queryset
+
+
+class OverdueFilter(admin.SimpleListFilter):
+    title = "SLA"
+    parameter_name = "sla"
+
+    def lookups(self, request, model_admin):
+        return [("overdue", "Overdue (active, past due)"), ("ontime", "Within SLA")]
+
+    def queryset(self, request, queryset):
+        now = timezone.now()
+        active = ["open", "claimed", "snoozed"]
+        if self.value() == "overdue":
+            return queryset.filter(state__in=active, due_by__lt=now)
+        if self.value() == "ontime":
+            return queryset.filter(state__in=active, due_by__gte=now)
+        return queryset
+
+
 @admin.register(OpsException)
 class OpsExceptionAdmin(ServiceTransitionAdmin, OrganizationScopedAdmin):
     list_display = [
         "id",
+        "console_link",
         "title",
         "kind",
         "severity",
@@ -195,9 +249,15 @@ class OpsExceptionAdmin(ServiceTransitionAdmin, OrganizationScopedAdmin):
         "due_by",
         "program",
     ]
-    list_filter = ["state", "kind", "severity", "program"]
+    list_filter = ["state", OverdueFilter, KindFilter, "severity", "program"]
+    # Newest first walks the primary key index; the model's priority order
+    # would sort every row of the organization on each page view.
+    ordering = ["-id"]
     search_fields = ["=id", "title", "dedup_key", "=subject_id"]
     list_select_related = ["assignee", "program"]
+    list_per_page = 50
+    show_full_result_count = False
+    paginator = CappedCountPaginator
     readonly_fields = [
         "organization",
         "program",
@@ -227,6 +287,7 @@ class OpsExceptionAdmin(ServiceTransitionAdmin, OrganizationScopedAdmin):
     transition_services = {
         "claim": ("Claim", lambda e, r: exception_claim(exception_id=e.pk, actor=_actor(r))),
         "release": ("Release", lambda e, r: exception_release(exception_id=e.pk, actor=_actor(r))),
+        "wake": ("Wake now", lambda e, r: exception_wake(exception_id=e.pk, actor=_actor(r))),
         "snooze": (
             "Snooze 1 day",
             lambda e, r: exception_snooze(
@@ -248,6 +309,10 @@ class OpsExceptionAdmin(ServiceTransitionAdmin, OrganizationScopedAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    @admin.display(description="Console")
+    def console_link(self, obj):
+        return format_html('<a href="{}">open</a>', reverse("console:item", args=[obj.pk]))
 
     def has_bulk_act_permission(self, request):
         return request.user.has_perm("programs.bulk_act_opsexception")

@@ -3,7 +3,8 @@
 - exception kinds: what can appear in the exception queue;
 - retry actions: how to re-run the failed operation behind a kind;
 - schedules: periodic jobs each app declares in code (see sync_schedules);
-- timeline contributors: rows for the participant timeline (console).
+- timeline contributors: rows for the participant timeline (console);
+- subject contexts: how the console shows the thing an exception is about.
 """
 
 from __future__ import annotations
@@ -42,6 +43,21 @@ class Registry:
     retry_actions: dict[str, list[RetryAction]] = field(default_factory=dict)
     schedules: dict[str, ScheduledJob] = field(default_factory=dict)
     timeline_contributors: list[Callable] = field(default_factory=list)
+    subject_contexts: dict[str, Callable] = field(default_factory=dict)
+
+
+@dataclass
+class SubjectContext:
+    """What the console item page shows about an exception's subject.
+
+    `fields` are (label, value) pairs; `rows` are timeline rows (objects with
+    at, kind, title, detail, actor, url), newest first; `links` are (label, url).
+    """
+
+    title: str
+    fields: list = field(default_factory=list)
+    rows: list = field(default_factory=list)
+    links: list = field(default_factory=list)
 
 
 registry = Registry()
@@ -80,3 +96,18 @@ def register_timeline_contributor(func):
     if func not in registry.timeline_contributors:
         registry.timeline_contributors.append(func)
     return func
+
+
+def register_subject_context(subject_type, func):
+    """`func(exception) -> SubjectContext | None` for items whose `subject_type`
+    is `subject_type` (e.g. "messaging.message"); called by the console."""
+    registry.subject_contexts[subject_type] = func
+    return func
+
+
+def subject_context_for(exception):
+    """The registered context of `exception`'s subject, or None."""
+    func = registry.subject_contexts.get(exception.subject_type)
+    if func is None or not exception.subject_id:
+        return None
+    return func(exception)

@@ -1,0 +1,249 @@
+"""Reads behind the console queue pages.
+
+Every queryset starts from `programs.tenancy.scope_queryset`, so a user only
+ever sees items of their organizations. Counts are capped: a queue of a
+million rows is never counted in full on a page view; the page shows
+"1,000+" instead (`COUNT` over a `LIMIT`ed subquery stops early).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.db import connection
+from django.utils import timezone
+
+from programs.models import (
+    ACTIVE_EXCEPTION_STATES,
+    AuditEvent,
+    ExceptionState,
+    OpsException,
+    Program,
+    Severity,
+)
+from programs.registries import registry
+from programs.tenancy import scope_queryset
+
+COUNT_CAP = 1000
+FACET_CAP = 2000
+PAGE_SIZE = 50
+
+TABS = {
+    "mine": "My queue",
+    "unassigned": "Unassigned",
+    "open": "All open",
+}
+AGE_BUCKETS = {
+    "lt1h": ("Under 1 hour", timedelta(0), timedelta(hours=1)),
+    "1h-1d": ("1 hour - 1 day", timedelta(hours=1), timedelta(days=1)),
+    "1d-7d": ("1 - 7 days", timedelta(days=1), timedelta(days=7)),
+    "gt7d": ("Over 7 days", timedelta(days=7), None),
+}
+DUE_CHOICES = {"overdue": "Overdue", "ontime": "Within SLA"}
+ORDERING = ("-priority", "first_seen_at", "pk")
+
+
+@dataclass(frozen=True)
+class CappedCount:
+    value: int
+    capped: bool
+
+    def __str__(self):
+        return f"{self.value:,}+" if self.capped else f"{self.value:,}"
+
+
+def capped_count(queryset, cap: int | None = None) -> CappedCount:
+    """Count up to `cap` rows (one query: COUNT over a LIMITed subquery)."""
+    cap = COUNT_CAP if cap is None else cap
+    n = queryset.order_by().values("pk")[: cap + 1].count()
+    return CappedCount(min(n, cap), n > cap)
+
+
+@dataclass
+class QueueFilters:
+    """Validated filters from the query string; unknown values are ignored."""
+
+    kind: str = ""
+    severity: str = ""
+    program: int | None = None
+    age: str = ""
+    due: str = ""
+    errors: list = field(default_factory=list)
+
+    @classmethod
+    def from_query(cls, params) -> QueueFilters:
+        f = cls()
+        kind = params.get("kind", "")
+        if kind and kind in registry.exception_kinds:
+            f.kind = kind
+        elif kind:
+            f.errors.append(f"unknown kind {kind!r} ignored")
+        severity = params.get("severity", "")
+        if severity in Severity.values:
+            f.severity = severity
+        elif severity:
+            f.errors.append(f"unknown severity {severity!r} ignored")
+        program = params.get("program", "")
+        if program.isdigit():
+            f.program = int(program)
+        elif program:
+            f.errors.append(f"program must be a number, not {program!r}")
+        age = params.get("age", "")
+        if age in AGE_BUCKETS:
+            f.age = age
+        elif age:
+            f.errors.append(f"unknown age bucket {age!r} ignored")
+        due = params.get("due", "")
+        if due in DUE_CHOICES:
+            f.due = due
+        elif due:
+            f.errors.append(f"unknown due filter {due!r} ignored")
+        return f
+
+    def as_query(self, **override) -> dict:
+        data = {
+            "kind": self.kind,
+            "severity": self.severity,
+            "program": self.program or "",
+            "age": self.age,
+            "due": self.due,
+        }
+        data.update(override)
+        return {k: v for k, v in data.items() if v not in ("", None)}
+
+    @property
+    def active(self) -> bool:
+        return bool(self.kind or self.severity or self.program or self.age or self.due)
+
+
+TAB_STATES = {
+    "mine": (ExceptionState.CLAIMED, ExceptionState.SNOOZED),
+    "unassigned": (ExceptionState.OPEN,),
+    "open": tuple(ACTIVE_EXCEPTION_STATES),
+}
+
+
+def tab_queryset(tab: str, user, states=None):
+    """Items of one queue tab within the user's organizations (unordered)."""
+    qs = scope_queryset(OpsException.objects.all(), user)
+    states = list(states or TAB_STATES[tab])
+    qs = qs.filter(state__in=states) if len(states) > 1 else qs.filter(state=states[0])
+    if tab == "mine":
+        return qs.filter(assignee=user)
+    if tab == "unassigned":
+        return qs.filter(assignee__isnull=True)
+    return qs
+
+
+def apply_filters(qs, f: QueueFilters, now=None):
+    now = now or timezone.now()
+    if f.kind:
+        qs = qs.filter(kind=f.kind)
+    if f.severity:
+        qs = qs.filter(severity=f.severity)
+    if f.program:
+        qs = qs.filter(program_id=f.program)
+    if f.age:
+        _label, low, high = AGE_BUCKETS[f.age]
+        qs = qs.filter(first_seen_at__lte=now - low)
+        if high is not None:
+            qs = qs.filter(first_seen_at__gt=now - high)
+    if f.due == "overdue":
+        qs = qs.filter(due_by__lt=now)
+    elif f.due == "ontime":
+        qs = qs.filter(due_by__gte=now)
+    return qs
+
+
+def _top(tab, user, f, n, fields, now=None):
+    """The first `n` rows of a tab in queue order, as value tuples.
+
+    With several states (All open, My queue) one ordered query would sort
+    every active row; on PostgreSQL it is a UNION ALL of one index-ordered,
+    LIMITed scan per state (index organization, state, -priority,
+    first_seen_at), merged and cut again, so it reads at most n rows per state.
+    """
+    states = TAB_STATES[tab]
+    if len(states) == 1 or connection.vendor != "postgresql":
+        qs = apply_filters(tab_queryset(tab, user), f, now=now)
+        return list(qs.order_by(*ORDERING).values_list(*fields)[:n])
+    parts = [
+        apply_filters(tab_queryset(tab, user, states=[state]), f, now=now)
+        .order_by(*ORDERING)
+        .values_list(*fields)[:n]
+        for state in states
+    ]
+    union = parts[0].union(*parts[1:], all=True)
+    return list(union.order_by(*ORDERING)[:n])
+
+
+def queue_page(tab: str, user, f: QueueFilters, page: int = 1):
+    """One page of a tab, sorted by priority then age; (items, has_next)."""
+    offset = (page - 1) * PAGE_SIZE
+    keys = _top(tab, user, f, offset + PAGE_SIZE + 1, ("pk", "priority", "first_seen_at"))
+    ids = [k[0] for k in keys[offset:]]
+    rows = OpsException.objects.filter(pk__in=ids).select_related("program", "assignee")
+    by_id = {row.pk: row for row in rows}
+    items = [by_id[pk] for pk in ids if pk in by_id]
+    return items[:PAGE_SIZE], len(items) > PAGE_SIZE
+
+
+def tab_counts(user) -> dict[str, CappedCount]:
+    return {tab: capped_count(tab_queryset(tab, user)) for tab in TABS}
+
+
+def facet_counts(tab: str, user, f: QueueFilters) -> dict:
+    """Per-value counts of each filter within the tab and the other filters.
+
+    Counted in Python over the first FACET_CAP items of the tab (in queue
+    order, one query of small tuples): exact below that; above it the counts
+    describe the most urgent FACET_CAP items and the page says so.
+    """
+    now = timezone.now()
+    rows = _top(
+        tab,
+        user,
+        f,
+        FACET_CAP + 1,
+        ("pk", "priority", "first_seen_at", "kind", "severity", "due_by"),
+        now=now,
+    )
+    capped = len(rows) > FACET_CAP
+    rows = rows[:FACET_CAP]
+    kinds = {k: 0 for k in registry.exception_kinds}
+    severities = {s: 0 for s in Severity.values}
+    ages = {a: 0 for a in AGE_BUCKETS}
+    due = {"overdue": 0, "ontime": 0}
+    for _pk, _prio, first_seen, kind, severity, due_by in rows:
+        if kind in kinds:
+            kinds[kind] += 1
+        if severity in severities:
+            severities[severity] += 1
+        age = now - first_seen
+        for key, (_label, low, high) in AGE_BUCKETS.items():
+            if age >= low and (high is None or age < high):
+                ages[key] += 1
+                break
+        due["overdue" if due_by < now else "ontime"] += 1
+    return {
+        "capped": capped,
+        "total": CappedCount(len(rows), capped),
+        "kind": kinds,
+        "severity": severities,
+        "age": ages,
+        "due": due,
+    }
+
+
+def programs_for(user):
+    return list(scope_queryset(Program.objects.all(), user).only("id", "name", "organization_id"))
+
+
+def item_history(item: OpsException, limit: int = 100) -> list[AuditEvent]:
+    """The item's audit rows, newest first (index object_type, object_id, created_at)."""
+    return list(
+        AuditEvent.objects.filter(
+            object_type="programs.opsexception", object_id=str(item.pk)
+        ).order_by("-created_at", "-id")[:limit]
+    )
