@@ -17,6 +17,9 @@ from programs.tests.factories import (
 
 DPP_PATH = Path(__file__).parent / "programs" / "fixtures" / "dpp.yaml"
 
+# Partner API fixtures (keys, an HTTP client that sends them): write_key, partner.
+pytest_plugins = ["integrations.tests.api_fixtures"]
+
 
 def pytest_collection_modifyitems(config, items):
     from django.conf import settings

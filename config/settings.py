@@ -5,6 +5,7 @@ setting; anything missing stops startup with a message naming the variable.
 See `.env.example` and the configuration table in README.md.
 """
 
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -61,9 +62,16 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_filters",
     "django_q",
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "csp",
     "programs",
+    "programs.security.apps.SecurityConfig",
     "integrations",
     "messaging",
     "participants",
@@ -72,13 +80,19 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "config.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "programs.security.middleware.BatonCSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "programs.security.middleware.SessionTimeoutMiddleware",
+    "programs.security.middleware.MFARequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "programs.security.middleware.SecurityHeadersMiddleware",
+    "axes.middleware.AxesMiddleware",  # must stay last (django-axes)
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -115,7 +129,10 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
 elif _db["ENGINE"] == "django.db.backends.postgresql":
     _db["CONN_MAX_AGE"] = 0  # the pool owns connection reuse; the two cannot combine
     _db.setdefault("OPTIONS", {})
-    if env.bool("DB_POOL", default=True):
+    # qcluster forks its workers after Django starts: a pool opened in the
+    # parent would be shared by the children, so workers default to no pool.
+    _is_qcluster = len(sys.argv) > 1 and sys.argv[1] == "qcluster"
+    if env.bool("DB_POOL", default=not _is_qcluster):
         _db["OPTIONS"]["pool"] = {
             "min_size": env.int("DB_POOL_MIN_SIZE", default=1),
             "max_size": env.int("DB_POOL_MAX_SIZE", default=10),
@@ -135,10 +152,41 @@ AUTH_PASSWORD_VALIDATORS = [
     },
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    # Validates nothing; its password_changed() hook audits every password change.
+    {"NAME": "programs.security.passwords.AuditPasswordChange"},
 ]
-LOGIN_URL = "/admin/login/"
-LOGIN_REDIRECT_URL = "/admin/"
-LOGOUT_REDIRECT_URL = "/admin/login/"
+# axes first: it refuses locked-out credentials before any backend checks them.
+AUTHENTICATION_BACKENDS = [
+    "programs.security.backends.AxesBackend",  # subclass of axes AxesStandaloneBackend
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/console/"
+LOGOUT_REDIRECT_URL = "/login/"
+# The admin is also served under ADMIN_URL (default "admin/"); its login page
+# redirects to LOGIN_URL so the second factor cannot be skipped there.
+ADMIN_URL = env.str("ADMIN_URL", default="admin/").strip("/") + "/"
+if ADMIN_URL == "/":
+    raise ImproperlyConfigured("ADMIN_URL must not be empty")
+
+# Login throttling (django-axes): lock a username, and separately an IP,
+# after AXES_FAILURE_LIMIT failures; an admin lifts it (admin > Access
+# attempts) or it cools off after LOGIN_LOCKOUT_MINUTES (0 = until lifted).
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+_lockout_minutes = env.int("LOGIN_LOCKOUT_MINUTES", default=30)
+AXES_COOLOFF_TIME = timedelta(minutes=_lockout_minutes) if _lockout_minutes > 0 else None
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_CLIENT_IP_CALLABLE = "programs.security.request_meta.client_ip"
+AXES_SENSITIVE_PARAMETERS = ["password", "token", "otp_token"]
+# Reverse proxies in front of Django whose X-Forwarded-For entries are trusted.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=1 if PRODUCTION else 0)
+
+# Two-factor authentication (django-otp, TOTP + single-use recovery codes).
+OTP_TOTP_ISSUER = env.str("OTP_TOTP_ISSUER", default="Baton")
+BATON_MFA_REQUIRED_FOR_SUPERUSERS = env.bool("MFA_REQUIRED_FOR_SUPERUSERS", default=PRODUCTION)
+BATON_RECOVERY_CODE_COUNT = 10
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -160,6 +208,12 @@ STORAGES = {
 }
 
 # --- Security -------------------------------------------------------------------
+# Automatic logoff (HIPAA 164.312(a)(2)(iii)): idle timeout and absolute
+# lifetime, enforced server side by programs.security.middleware.
+SESSION_IDLE_TIMEOUT = timedelta(minutes=env.int("SESSION_IDLE_MINUTES", default=15))
+SESSION_ABSOLUTE_TIMEOUT = timedelta(hours=env.int("SESSION_ABSOLUTE_HOURS", default=12))
+SESSION_COOKIE_AGE = int(SESSION_ABSOLUTE_TIMEOUT.total_seconds())
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
@@ -174,22 +228,79 @@ if PRODUCTION:
     SECURE_HSTS_PRELOAD = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+    # __Host- cookies: HTTPS only, no Domain, Path=/ (cannot be set by subdomains).
+    SESSION_COOKIE_NAME = "__Host-sessionid"
+    CSRF_COOKIE_NAME = "__Host-csrftoken"
+
+# Content Security Policy (django-csp 4): no inline script anywhere; the one
+# inline <style> of the Django admin change list is allowed by its hash.
+# Relaxations for single paths (Swagger UI) live in CSP_PATH_OVERRIDES and are
+# applied by programs.security.middleware.BatonCSPMiddleware. See docs/security.md.
+_SELF = "'self'"
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [_SELF],
+        "script-src": [_SELF],
+        "style-src": [
+            _SELF,
+            # django/contrib/admin/templates/admin/change_list.html (no actions)
+            "'sha256-blvLUW3UscWqsXGByNOqdBboM+ShWAuugp2mC/wbafU='",
+        ],
+        "img-src": [_SELF, "data:"],
+        "font-src": [_SELF],
+        "connect-src": [_SELF],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": [_SELF],
+        "frame-ancestors": ["'none'"],
+    }
+}
+CSP_PATH_OVERRIDES = {
+    # Swagger UI (drf-spectacular, split view: its init script is a file).
+    # Its template's one inline <style> block is allowed by hash.
+    "/api/v1/docs/": {
+        "style-src": [_SELF, "'sha256-MMpT0iDxyjALd9PdfepImGX3DBfJPXZ4IlDWdPAgtn0='"],
+    },
+}
 
 # --- REST API ---------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["integrations.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["integrations.auth.IsApiClient"],
+    "DEFAULT_THROTTLE_CLASSES": ["integrations.throttling.ApiClientRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"api_client": env.str("API_THROTTLE_RATE", default="1200/min")},
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["integrations.problems.LimitedJSONParser"],
+    "EXCEPTION_HANDLER": "integrations.problems.problem_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Baton partner API",
-    "DESCRIPTION": "Partner REST API for Baton programs. PHI is rejected at the door.",
+    "DESCRIPTION": (
+        "Partner REST API for Baton programs. PHI is rejected at the door. "
+        "Errors are RFC 9457 problem+json. See docs/api.md."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": "/api/v1",
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "ProgramStateEnum": "programs.models.ProgramState",
+        "ExceptionStateEnum": "programs.models.ExceptionState",
+        "EnrollmentStateEnum": "participants.models.EnrollmentState",
+        "StepStateEnum": "participants.models.StepState",
+        "EventDispositionEnum": "participants.models.EventDisposition",
+    },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "integrations.api.schema.add_problem_responses",
+    ],
 }
 
 # --- Task queue (django-q2) -------------------------------------------------------
@@ -226,6 +337,18 @@ BATON_EXCEPTION_SLA = {
     "medium": timedelta(hours=24),
     "low": timedelta(hours=72),
 }
+# Webhooks (integrations): plain http to loopback is a development/test
+# convenience only; production demands https to public addresses (S4).
+BATON_ALLOW_INSECURE_WEBHOOKS = env.bool(
+    "BATON_ALLOW_INSECURE_WEBHOOKS", default=DEBUG or DJANGO_ENV == "test"
+)
+if PRODUCTION and BATON_ALLOW_INSECURE_WEBHOOKS:
+    raise ImproperlyConfigured("BATON_ALLOW_INSECURE_WEBHOOKS must be false in production")
+BATON_WEBHOOK_LEASE_SECONDS = env.int("BATON_WEBHOOK_LEASE_SECONDS", default=60)
+BATON_WEBHOOK_SEND_CONCURRENCY = env.int("BATON_WEBHOOK_SEND_CONCURRENCY", default=16)
+BATON_INBOUND_RECEIPT_RETENTION = timedelta(
+    hours=env.int("BATON_INBOUND_RECEIPT_RETENTION_HOURS", default=72)
+)
 
 # --- Logging ----------------------------------------------------------------------
 # JSON lines in production (one object per line, with the request id); a
@@ -255,5 +378,8 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "django_q": {"level": env.str("Q_LOG_LEVEL", default="WARNING")},
+        # httpx logs every request URL at INFO; deliveries have their own Attempt rows.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
     },
 }

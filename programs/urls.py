@@ -4,5 +4,5 @@ from django.views.generic import RedirectView
 app_name = "programs"
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/admin/", permanent=False), name="home"),
+    path("", RedirectView.as_view(pattern_name="console:home", permanent=False), name="home"),
 ]

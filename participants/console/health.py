@@ -1,8 +1,10 @@
 """Program health figures for the dashboard (reads only).
 
-Every figure is a bounded query: a fixed window (14 days, 8 weeks) over
-indexed columns, or a grouped count over one program's enrollments and
-steps. Nothing scans the whole audit trail or exception history.
+History (opened vs resolved per day, the strain index per week, the median
+time to resolve, the automation rate) is read from the daily
+`ProgramMetricsSnapshot` rows (participants.services.metrics), so the page
+never scans the audit trail or the exception history. Today's counts, the
+backlog, the funnel and the SLA rates per step are live, bounded queries.
 """
 
 from __future__ import annotations
@@ -12,11 +14,22 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db.models import Count, Q
-from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from participants.models import Enrollment, EnrollmentState, StepInstance, StepState
-from programs.models import ACTIVE_EXCEPTION_STATES, AuditEvent, ExceptionState, OpsException
+from participants.models import (
+    Enrollment,
+    EnrollmentState,
+    ProgramMetricsSnapshot,
+    StepInstance,
+    StepState,
+)
+from participants.services.metrics import (
+    AUTOMATED_VIA,
+    active_participants,
+    manual_interventions,
+    weighted_median,
+)
+from programs.models import ACTIVE_EXCEPTION_STATES, ExceptionState, OpsException
 
 DAYS = 14
 WEEKS = 8
@@ -27,9 +40,6 @@ AGING_BUCKETS = [
     ("3-7 days", timedelta(days=3), timedelta(days=7)),
     ("> 7 days", timedelta(days=7), None),
 ]
-# Audit actions that are a person stepping in (actor_kind="user").
-HUMAN_ACTION_PREFIXES = ("exception.", "enrollment.", "step.")
-AUTOMATED_VIA = ("event", "message")
 
 
 @dataclass
@@ -61,25 +71,71 @@ def funnel(program) -> list[dict]:
     ]
 
 
-def exceptions_per_day(program, now) -> list[dict]:
-    since = (now - timedelta(days=DAYS - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
+def _snapshots(program, since_day) -> dict:
+    """The program's daily snapshots from `since_day` on, by day (one query)."""
+    return {
+        snap.day: snap
+        for snap in ProgramMetricsSnapshot.objects.filter(program=program, day__gte=since_day)
+    }
+
+
+def _today_live(program, now) -> dict:
+    """Today's figures, counted live over today's rows only: items opened and
+    resolved (with the median time to resolve), manual interventions, and
+    step completions. Today's provisional snapshot row is ignored."""
+    start = now.replace(hour=0, minute=0, second=0, microsecond=0)
     base = OpsException.objects.filter(organization_id=program.organization_id, program=program)
-    opened = dict(
-        base.filter(first_seen_at__gte=since)
-        .annotate(day=TruncDate("first_seen_at"))
-        .values("day")
-        .annotate(n=Count("pk"))
-        .values_list("day", "n")
+    # One query for both: today's rows are few (opened today or resolved today).
+    rows = list(
+        base.filter(Q(first_seen_at__gte=start) | Q(resolved_at__gte=start)).values_list(
+            "first_seen_at", "resolved_at", "state"
+        )
     )
-    resolved = dict(
-        base.filter(resolved_at__gte=since, state=ExceptionState.RESOLVED)
-        .annotate(day=TruncDate("resolved_at"))
-        .values("day")
-        .annotate(n=Count("pk"))
-        .values_list("day", "n")
+    opened = sum(1 for first, _r, _s in rows if first >= start)
+    resolved = [
+        (first, at)
+        for first, at, state in rows
+        if state == ExceptionState.RESOLVED and at is not None and at >= start
+    ]
+    steps = StepInstance.objects.filter(
+        enrollment__program=program, state=StepState.COMPLETED, completed_at__gte=start
+    ).aggregate(
+        automated=Count("pk", filter=Q(completed_via__in=AUTOMATED_VIA)),
+        manual=Count("pk", filter=Q(completed_via="coordinator")),
     )
-    days = [(since + timedelta(days=i)).date() for i in range(DAYS)]
-    return [{"day": d, "opened": opened.get(d, 0), "resolved": resolved.get(d, 0)} for d in days]
+    return {
+        "day": start.date(),
+        "opened": opened,
+        "resolved": len(resolved),
+        "median_seconds": (
+            statistics.median((r - f).total_seconds() for f, r in resolved) if resolved else None
+        ),
+        "interventions": manual_interventions(program.organization_id, start, now + timedelta(1)),
+        "steps_automated": steps["automated"],
+        "steps_manual": steps["manual"],
+    }
+
+
+def exceptions_per_day(program, now, snapshots=None, today=None) -> list[dict]:
+    """Opened vs resolved per day for DAYS days: past days from the daily
+    snapshots, today live."""
+    days = [(now - timedelta(days=DAYS - 1 - i)).date() for i in range(DAYS)]
+    snapshots = _snapshots(program, days[0]) if snapshots is None else snapshots
+    today = _today_live(program, now) if today is None else today
+    rows = []
+    for day in days:
+        if day == now.date():
+            rows.append({"day": day, "opened": today["opened"], "resolved": today["resolved"]})
+            continue
+        snap = snapshots.get(day)
+        rows.append(
+            {
+                "day": day,
+                "opened": snap.exceptions_opened if snap else 0,
+                "resolved": snap.exceptions_resolved if snap else 0,
+            }
+        )
+    return rows
 
 
 def backlog_aging(program, now) -> list[dict]:
@@ -101,23 +157,25 @@ def backlog_aging(program, now) -> list[dict]:
     return buckets, result["overdue"]
 
 
-def median_time_to_resolve(program, now) -> tuple[timedelta | None, int]:
-    """Median over the most recent resolved items of the last 30 days (sampled
-    to MEDIAN_SAMPLE so the page stays fast)."""
-    rows = list(
-        OpsException.objects.filter(
-            organization_id=program.organization_id,
-            program=program,
-            state=ExceptionState.RESOLVED,
-            resolved_at__gte=now - timedelta(days=30),
-        )
-        .order_by("-resolved_at")
-        .values_list("first_seen_at", "resolved_at")[:MEDIAN_SAMPLE]
-    )
-    if not rows:
+def median_time_to_resolve(
+    program, now, snapshots=None, today=None
+) -> tuple[timedelta | None, int]:
+    """Median time to resolve over the last 30 days: the daily medians of the
+    snapshots, weighted by how many items each day resolved. Returns
+    (median, items resolved)."""
+    since = (now - timedelta(days=29)).date()
+    snapshots = _snapshots(program, since) if snapshots is None else snapshots
+    today = _today_live(program, now) if today is None else today
+    pairs = [
+        (s.median_resolve_seconds, s.exceptions_resolved)
+        for day, s in snapshots.items()
+        if since <= day < today["day"] and s.median_resolve_seconds is not None
+    ]
+    if today["median_seconds"] is not None:
+        pairs.append((today["median_seconds"], today["resolved"]))
+    if not pairs:
         return None, 0
-    seconds = statistics.median((r - f).total_seconds() for f, r in rows)
-    return timedelta(seconds=round(seconds)), len(rows)
+    return timedelta(seconds=round(weighted_median(pairs))), sum(n for _, n in pairs)
 
 
 def sla_by_step(program) -> list[dict]:
@@ -137,55 +195,46 @@ def sla_by_step(program) -> list[dict]:
     return out
 
 
-def automation_rate(program) -> tuple[float | None, int, int]:
-    result = StepInstance.objects.filter(
-        enrollment__organization_id=program.organization_id,
-        enrollment__program=program,
-        state=StepState.COMPLETED,
-    ).aggregate(total=Count("pk"), automated=Count("pk", filter=Q(completed_via__in=AUTOMATED_VIA)))
-    if not result["total"]:
+def automation_rate(program, now, snapshots=None, today=None) -> tuple[float | None, int, int]:
+    """Share of step completions in the last 30 days (snapshots, today live)
+    that needed no person: (rate, automated, total)."""
+    since = (now - timedelta(days=29)).date()
+    snapshots = _snapshots(program, since) if snapshots is None else snapshots
+    today = _today_live(program, now) if today is None else today
+    rows = [s for day, s in snapshots.items() if since <= day < today["day"]]
+    automated = sum(s.steps_automated for s in rows) + today["steps_automated"]
+    total = automated + sum(s.steps_manual for s in rows) + today["steps_manual"]
+    if not total:
         return None, 0, 0
-    return (
-        round(100 * result["automated"] / result["total"], 1),
-        result["automated"],
-        result["total"],
-    )
+    return round(100 * automated / total, 1), automated, total
 
 
-def strain_index(program, now) -> list[dict]:
-    """Manual interventions (audit rows by people on exceptions, enrollments
-    and steps of the organization) per 100 active participants, per week.
-
-    Active participants are counted now, not as of each week (the history of
-    states is not kept per week); the latest week is the exact figure."""
-    active = Enrollment.objects.filter(
-        organization_id=program.organization_id, program=program, state=EnrollmentState.ACTIVE
-    ).count()
-    start = (now - timedelta(weeks=WEEKS)).replace(hour=0, minute=0, second=0, microsecond=0)
-    human = Q()
-    for prefix in HUMAN_ACTION_PREFIXES:
-        human |= Q(action__startswith=prefix)
-    aggregates = {}
-    edges = [start + timedelta(weeks=i) for i in range(WEEKS + 1)]
-    edges[-1] = now
-    for i in range(WEEKS):
-        aggregates[f"w{i}"] = Count(
-            "pk", filter=Q(created_at__gte=edges[i], created_at__lt=edges[i + 1])
-        )
-    result = AuditEvent.objects.filter(
-        human,
-        organization_id=program.organization_id,
-        actor_kind="user",
-        created_at__gte=start,
-    ).aggregate(**aggregates)
+def strain_index(program, now, snapshots=None, today=None) -> tuple[list[dict], int]:
+    """Manual interventions (actions by people on queue items, enrollments and
+    steps) per 100 active participants, per week, for WEEKS weeks ending
+    today. Past days come from the daily snapshots, today live; each week is
+    divided by the active participants at its end (now, for this week)."""
+    active = active_participants(program, now)
+    first = (now - timedelta(weeks=WEEKS) + timedelta(days=1)).date()
+    snapshots = _snapshots(program, first) if snapshots is None else snapshots
+    today = _today_live(program, now) if today is None else today
     weeks = []
     for i in range(WEEKS):
-        n = result[f"w{i}"]
+        week_days = [first + timedelta(days=7 * i + d) for d in range(7)]
+        n = 0
+        end_active = None
+        for day in week_days:
+            if day == now.date():
+                n += today["interventions"]
+                end_active = active
+            elif day in snapshots:
+                n += snapshots[day].manual_interventions
+                end_active = snapshots[day].active_participants
         weeks.append(
             {
-                "week": edges[i].date(),
+                "week": week_days[0],
                 "interventions": n,
-                "per_100": round(100 * n / active, 1) if active else None,
+                "per_100": round(100 * n / end_active, 1) if end_active else None,
             }
         )
     return weeks, active
@@ -261,12 +310,20 @@ def human_duration(value: timedelta | None) -> str:
 
 
 def program_health(program) -> dict:
+    """Everything the dashboard shows. History (per day, per week, medians,
+    automation) comes from ProgramMetricsSnapshot in one query; today's
+    counts, the backlog, the funnel and SLA rates are live."""
     now = timezone.now()
-    per_day = exceptions_per_day(program, now)
+    first = min(
+        (now - timedelta(weeks=WEEKS) + timedelta(days=1)).date(), (now - timedelta(days=29)).date()
+    )
+    snapshots = _snapshots(program, first)
+    today = _today_live(program, now)
+    per_day = exceptions_per_day(program, now, snapshots, today)
     aging, overdue = backlog_aging(program, now)
-    median, sample = median_time_to_resolve(program, now)
-    rate, automated, completions = automation_rate(program)
-    weeks, active = strain_index(program, now)
+    median, sample = median_time_to_resolve(program, now, snapshots, today)
+    rate, automated, completions = automation_rate(program, now, snapshots, today)
+    weeks, active = strain_index(program, now, snapshots, today)
     return {
         "now": now,
         "funnel": funnel(program),

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
+from django.db.models import Case, DateTimeField, Value, When
 from django.utils import timezone
 
 from integrations.outbox import outbox_write
@@ -37,7 +38,6 @@ from participants.models import (
     StepInstance,
     StepState,
 )
-from participants.services.common import lock_enrollment
 from participants.services.steps import close_step
 from programs.actors import as_actor
 from programs.models import OpsException
@@ -85,53 +85,145 @@ def event_ingest(
     race (the unique constraint decides; the loser reads the winner's row).
     Emits participants.step.completed per matched step (and enrollment events
     if a stage completes), or participants.event.unmatched.
+
+    One transaction. The participant's non-terminal enrollments are read and
+    locked in one statement (ascending ids: a stable lock order), their steps
+    in one more, and the event row is inserted once with its final
+    disposition.
     """
     _validate(event_id, event_type, external_ref, occurred_at, data)
     actor = as_actor(actor)
     organization_id = getattr(organization, "pk", organization)
     with transaction.atomic():
+        enrollments = _locked_enrollments(organization_id, [external_ref]).get(external_ref, [])
+        participant = (
+            enrollments[0].participant
+            if enrollments
+            else Participant.objects.filter(
+                organization_id=organization_id, external_ref=external_ref
+            ).first()
+        )
+        steps = _steps_by_enrollment(enrollments)
+        plan = _plan(participant, enrollments, steps, event_type)
+        event = _new_event(
+            organization_id, event_id, event_type, external_ref, occurred_at, data, source, plan
+        )
         try:
             with transaction.atomic():
-                event = ParticipantEvent.objects.create(
-                    organization_id=organization_id,
-                    event_id=event_id,
-                    event_type=event_type,
-                    external_ref=external_ref,
-                    occurred_at=occurred_at,
-                    received_at=timezone.now(),
-                    data=data or {},
-                    source=source[:100],
-                )
+                event.save(force_insert=True)
         except IntegrityError:
             original = ParticipantEvent.objects.get(
                 organization_id=organization_id, event_id=event_id
             )
             return IngestResult(event=original, created=False)
-        return _apply(event, actor)
+        return _apply_plan(event, plan, actor, write_last_event=True)
 
 
-def _apply(event: ParticipantEvent, actor) -> IngestResult:
-    participant = Participant.objects.filter(
-        organization_id=event.organization_id, external_ref=event.external_ref
-    ).first()
-    if participant is None:
-        return _unmatched(event, actor, EventDisposition.UNKNOWN_PARTICIPANT)
-    event.participant = participant
-    enrollment_ids = list(
-        Enrollment.objects.filter(participant=participant, state__in=NON_TERMINAL_STATES)
+@dataclass
+class _Plan:
+    """What one event does, decided from the locked enrollments and their steps."""
+
+    participant: Participant | None
+    enrollments: list
+    matches: list  # (enrollment, [open steps it completes]) in enrollment order
+    disposition: str
+
+
+def _locked_enrollments(organization_id, refs) -> dict[str, list[Enrollment]]:
+    """Non-terminal enrollments of the participants with these references, locked
+    (select_for_update of the enrollment rows only, ascending ids), with
+    participant, program and version joined. PostgreSQL re-checks the state
+    of a row it waited for, so an enrollment that just became terminal is
+    left out."""
+    by_ref: dict[str, list[Enrollment]] = {}
+    if not refs:
+        return by_ref
+    rows = (
+        Enrollment.objects.select_for_update(of=("self",))
+        .filter(
+            participant__organization_id=organization_id,
+            participant__external_ref__in=list(refs),
+            state__in=NON_TERMINAL_STATES,
+        )
+        .select_related("participant", "program", "program_version")
         .order_by("pk")
-        .values_list("pk", flat=True)
     )
-    matched, deferred, redundant = [], False, False
-    from participants.services.enrollments import maybe_auto_advance
+    for enrollment in rows:
+        by_ref.setdefault(enrollment.participant.external_ref, []).append(enrollment)
+    return by_ref
 
-    for enrollment_id in enrollment_ids:  # ascending ids: a stable lock order
-        enrollment = lock_enrollment(enrollment_id)
+
+def _steps_by_enrollment(enrollments) -> dict[int, list[StepInstance]]:
+    steps: dict[int, list[StepInstance]] = {e.pk: [] for e in enrollments}
+    if enrollments:
+        for step in StepInstance.objects.filter(enrollment_id__in=list(steps)):
+            steps[step.enrollment_id].append(step)
+    return steps
+
+
+def _plan(participant, enrollments, steps_by_enrollment, event_type: str) -> _Plan:
+    """Same decision as applying the event enrollment by enrollment: open steps
+    expecting it are completed (matched); otherwise a step that already had it
+    makes it redundant, a later stage expecting it makes it deferred."""
+    if participant is None:
+        return _Plan(None, [], [], EventDisposition.UNKNOWN_PARTICIPANT)
+    matches, deferred, redundant = [], False, False
+    for enrollment in enrollments:
         if enrollment.is_terminal:
             continue
-        steps = list(
-            enrollment.steps.filter(completes_on=event.event_type, state__in=OPEN_STEP_STATES)
-        )
+        steps = steps_by_enrollment.get(enrollment.pk, [])
+        open_steps = [
+            s for s in steps if s.completes_on == event_type and s.state in OPEN_STEP_STATES
+        ]
+        if open_steps:
+            matches.append((enrollment, open_steps))
+        elif any(s.completes_on == event_type for s in steps):
+            redundant = True
+        elif _expected_later(enrollment, event_type, {s.step_key for s in steps}):
+            deferred = True
+    if matches:
+        disposition = EventDisposition.MATCHED
+    elif deferred:
+        disposition = EventDisposition.DEFERRED
+    elif redundant:
+        disposition = EventDisposition.REDUNDANT
+    else:
+        disposition = EventDisposition.UNMATCHED
+    live = [e for e in enrollments if not e.is_terminal]
+    return _Plan(participant, live, matches, disposition)
+
+
+def _new_event(
+    organization_id, event_id, event_type, external_ref, occurred_at, data, source, plan
+):
+    now = timezone.now()
+    matched = plan.disposition == EventDisposition.MATCHED
+    return ParticipantEvent(
+        organization_id=organization_id,
+        event_id=event_id,
+        event_type=event_type,
+        external_ref=external_ref,
+        participant=plan.participant,
+        occurred_at=occurred_at,
+        received_at=now,
+        data=data or {},
+        source=source[:100],
+        matched=matched,
+        disposition=plan.disposition,
+        applied_at=now if matched else None,
+    )
+
+
+def _apply_plan(event: ParticipantEvent, plan: _Plan, actor, *, write_last_event: bool):
+    """The stored event's effects: close matched steps (audit + outbox each),
+    move `last_event_at`, auto-advance finished stages, or raise the
+    unmatched exception item. Caller holds the enrollment locks."""
+    from participants.services.enrollments import maybe_auto_advance
+
+    matched_by_enrollment = {e.pk: steps for e, steps in plan.matches}
+    matched = []
+    for enrollment in plan.enrollments:
+        steps = matched_by_enrollment.get(enrollment.pk, [])
         for step in steps:
             close_step(
                 step,
@@ -145,32 +237,16 @@ def _apply(event: ParticipantEvent, actor) -> IngestResult:
             matched.append(step)
         if enrollment.last_event_at is None or event.occurred_at > enrollment.last_event_at:
             enrollment.last_event_at = event.occurred_at
-            Enrollment.objects.filter(pk=enrollment.pk).update(last_event_at=event.occurred_at)
+            if write_last_event:
+                Enrollment.objects.filter(pk=enrollment.pk).update(last_event_at=event.occurred_at)
         if steps:
             maybe_auto_advance(enrollment)
-            continue
-        if StepInstance.objects.filter(
-            enrollment=enrollment, completes_on=event.event_type
-        ).exists():
-            redundant = True
-        elif _expected_later(enrollment, event.event_type):
-            deferred = True
-    if matched:
-        event.matched = True
-        event.disposition = EventDisposition.MATCHED
-        event.applied_at = timezone.now()
-    elif deferred:
-        event.disposition = EventDisposition.DEFERRED
-    elif redundant:
-        event.disposition = EventDisposition.REDUNDANT
-    else:
-        return _unmatched(event, actor, EventDisposition.UNMATCHED)
-    event.save(update_fields=["participant", "matched", "disposition", "applied_at"])
+    if plan.disposition in (EventDisposition.UNMATCHED, EventDisposition.UNKNOWN_PARTICIPANT):
+        return _unmatched(event, actor, plan.disposition)
     return IngestResult(event=event, created=True, matched_steps=matched)
 
 
-def _expected_later(enrollment: Enrollment, event_type: str) -> bool:
-    existing = set(enrollment.steps.values_list("step_key", flat=True))
+def _expected_later(enrollment: Enrollment, event_type: str, existing: set) -> bool:
     for stage in enrollment.program_version.definition.get("stages", []):
         for step in stage.get("steps", []):
             if step.get("completes_on") == event_type and step["key"] not in existing:
@@ -179,8 +255,7 @@ def _expected_later(enrollment: Enrollment, event_type: str) -> bool:
 
 
 def _unmatched(event: ParticipantEvent, actor, disposition: str) -> IngestResult:
-    event.disposition = disposition
-    event.save(update_fields=["participant", "disposition"])
+    """The stored event (disposition already set) becomes an exception item."""
     why = (
         "no participant has this reference"
         if disposition == EventDisposition.UNKNOWN_PARTICIPANT
@@ -214,3 +289,140 @@ def _unmatched(event: ParticipantEvent, actor, disposition: str) -> IngestResult
         },
     )
     return IngestResult(event=event, created=True, exception=item)
+
+
+@dataclass
+class EventItem:
+    """One event of a batch (the arguments of `event_ingest`)."""
+
+    event_id: str
+    event_type: str
+    external_ref: str
+    occurred_at: datetime
+    data: dict | None = None
+
+
+def events_ingest_many(
+    *, organization, items: list[EventItem], actor, source: str = ""
+) -> list[IngestResult | ValueError]:
+    """Ingest many events at once, set-based, with exactly the outcome of calling
+    `event_ingest` for each item in order, in one transaction.
+
+    Returns one entry per item: its IngestResult, or the ValueError that
+    rejected it (nothing stored for that item). Duplicates by (organization,
+    event_id), stored before or earlier in the same batch, return the stored
+    original with created=False. Unmatched events raise one exception item per
+    reference and type (repeats count occurrences); matched steps are
+    completed with their audit and outbox rows, as in `event_ingest`.
+
+    Reads: stored duplicates, the locked enrollments of every reference, the
+    participants without one and the steps: one query each. Events that do
+    not complete a step are inserted together (one INSERT); an event that
+    completes a step flushes the pending ones first, so an auto-advance that
+    applies deferred events sees them. A database error (say a concurrent
+    request storing the same event id) rolls the whole call back and raises;
+    the caller may retry item by item.
+    """
+    actor = as_actor(actor)
+    organization_id = getattr(organization, "pk", organization)
+    results: list = [None] * len(items)
+    valid: list[int] = []
+    for index, item in enumerate(items):
+        try:
+            _validate(
+                item.event_id, item.event_type, item.external_ref, item.occurred_at, item.data
+            )
+        except ValueError as exc:
+            results[index] = exc
+            continue
+        valid.append(index)
+    if not valid:
+        return results
+    with transaction.atomic():
+        stored = {
+            e.event_id: e
+            for e in ParticipantEvent.objects.filter(
+                organization_id=organization_id, event_id__in={items[i].event_id for i in valid}
+            )
+        }
+        refs = {items[i].external_ref for i in valid if items[i].event_id not in stored}
+        enrollments_by_ref = _locked_enrollments(organization_id, refs)
+        participants = {ref: rows[0].participant for ref, rows in enrollments_by_ref.items()}
+        missing = refs - set(participants)
+        if missing:
+            for participant in Participant.objects.filter(
+                organization_id=organization_id, external_ref__in=missing
+            ):
+                participants[participant.external_ref] = participant
+        steps = _steps_by_enrollment([e for rows in enrollments_by_ref.values() for e in rows])
+        first_of: dict[str, int] = {}
+        pending: list[ParticipantEvent] = []
+        unmatched: list[tuple[int, ParticipantEvent, str]] = []
+        touched: dict[int, Enrollment] = {}
+        duplicates: list[tuple[int, int]] = []
+        for index in valid:
+            item = items[index]
+            if item.event_id in stored:
+                results[index] = IngestResult(event=stored[item.event_id], created=False)
+                continue
+            if item.event_id in first_of:
+                duplicates.append((index, first_of[item.event_id]))
+                continue
+            first_of[item.event_id] = index
+            enrollments = enrollments_by_ref.get(item.external_ref, [])
+            plan = _plan(participants.get(item.external_ref), enrollments, steps, item.event_type)
+            event = _new_event(
+                organization_id,
+                item.event_id,
+                item.event_type,
+                item.external_ref,
+                item.occurred_at,
+                item.data,
+                source,
+                plan,
+            )
+            if plan.matches:
+                _flush(pending)
+                event.save(force_insert=True)
+                results[index] = _apply_plan(event, plan, actor, write_last_event=True)
+                # an auto-advance may have closed or created steps of these enrollments
+                steps.update(_steps_by_enrollment(plan.enrollments))
+                continue
+            pending.append(event)
+            before = {e.pk: e.last_event_at for e in plan.enrollments}
+            _apply_plan(
+                event,
+                _Plan(plan.participant, plan.enrollments, [], ""),
+                actor,
+                write_last_event=False,
+            )
+            for enrollment in plan.enrollments:
+                if enrollment.last_event_at != before[enrollment.pk]:
+                    touched[enrollment.pk] = enrollment
+            if plan.disposition in (
+                EventDisposition.UNMATCHED,
+                EventDisposition.UNKNOWN_PARTICIPANT,
+            ):
+                unmatched.append((index, event, plan.disposition))
+            else:
+                results[index] = IngestResult(event=event, created=True)
+        _flush(pending)
+        if touched:
+            Enrollment.objects.filter(pk__in=list(touched)).update(
+                last_event_at=Case(
+                    *[When(pk=pk, then=Value(e.last_event_at)) for pk, e in touched.items()],
+                    output_field=DateTimeField(),
+                )
+            )
+        for index, event, disposition in unmatched:
+            results[index] = _unmatched(event, actor, disposition)
+        for index, first in duplicates:
+            results[index] = IngestResult(event=results[first].event, created=False)
+    return results
+
+
+def _flush(pending: list[ParticipantEvent]) -> None:
+    """Insert the pending events in one statement (pks are set on the objects)."""
+    if pending:
+        ParticipantEvent.objects.bulk_create(pending)
+        pending.clear()

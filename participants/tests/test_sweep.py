@@ -1,15 +1,28 @@
 """The SLA sweep: overdue marking, one exception per step, auto-close."""
 
+import copy
+import threading
+import time
 from datetime import timedelta
 
+import pytest
 import time_machine
+from django.db import connection
 from django.utils import timezone
 
+from integrations import outbox as outbox_module
 from integrations.models import OutboxEvent
-from participants.models import StepState
-from participants.services import sla_sweep, step_complete, step_skip
+from participants.models import Enrollment, StepState
+from participants.services import (
+    enrollment_open,
+    participant_upsert,
+    sla_sweep,
+    step_complete,
+    step_skip,
+)
+from participants.services import sweep as sweep_module
 from participants.tasks import sla_sweep_task
-from participants.tests.conftest import SYSTEM, drive, utc
+from participants.tests.conftest import MINI, SYSTEM, drive, load_program, utc
 from programs.models import AuditEvent, JobHeartbeat, OpsException
 from programs.registries import registry
 
@@ -77,6 +90,12 @@ def test_existing_active_item_is_not_duplicated(mini_enrollment):
     # then the step is overdue but there is still one active item
     assert result["overdue"] == 1 and result["exceptions_opened"] == 0
     assert OpsException.objects.filter(kind="sla_breach", state="open").count() == 1
+    # and the step's event names no item (none was opened by the sweep)
+    overdue = OutboxEvent.objects.get(event_type="participants.step.overdue")
+    assert overdue.payload["step_id"] == step.pk and overdue.payload["exception_id"] is None
+    assert not AuditEvent.objects.filter(
+        action="exception.opened", actor_id="participants.sla_sweep"
+    ).exists()
 
 
 def test_late_completion_closes_the_item_audited(mini_enrollment, coordinator):
@@ -148,3 +167,206 @@ def test_scheduled_task_with_time_travel_across_dst(participant, program):
 def test_sweep_is_registered_every_minute():
     job = registry.schedules["participants.sla_sweep"]
     assert job.func == "participants.tasks.sla_sweep_task" and job.minutes == 1
+
+
+def _two_step_program(org):
+    # MINI with a second due step in the screening stage (one enrollment, two steps per batch)
+    document = copy.deepcopy(MINI)
+    document["stages"][0]["steps"].append(
+        {"key": "intake", "title": "Intake", "kind": "manual", "due_after": "P2D"}
+    )
+    return load_program(org, document)
+
+
+def _sequences(enrollment):
+    return list(
+        OutboxEvent.objects.filter(sequence_key=f"enrollment:{enrollment.pk}")
+        .order_by("sequence")
+        .values_list("sequence", flat=True)
+    )
+
+
+@pytest.mark.parametrize("batch_size", [1, 2000])
+def test_sweep_numbers_each_enrollments_events_without_gaps(org, batch_size):
+    # given one enrollment with two due steps (its referral already took sequence 1)
+    program = _two_step_program(org)
+    participant, _ = participant_upsert(organization=org, external_ref="two", actor=SYSTEM)
+    enrollment, _ = enrollment_open(participant=participant, program=program, actor=SYSTEM)
+    before = _sequences(enrollment)
+
+    # when the sweep marks both, in one batch or one per batch
+    result = sla_sweep(now=timezone.now() + timedelta(days=4), batch_size=batch_size)
+
+    # then both events continue the enrollment's numbering, gapless, in step id order
+    assert result["overdue"] == 2 and result["exceptions_opened"] == 2
+    enrollment.refresh_from_db()
+    assert _sequences(enrollment) == list(range(1, enrollment.event_sequence + 1))
+    assert enrollment.event_sequence == len(before) + 2
+    overdue = OutboxEvent.objects.filter(event_type="participants.step.overdue").order_by("id")
+    assert [e.payload["step_id"] for e in overdue] == sorted(
+        enrollment.steps.values_list("pk", flat=True)
+    )
+    assert [e.sequence for e in overdue] == [len(before) + 1, len(before) + 2]
+
+
+def test_sweep_hands_its_outbox_rows_to_the_after_commit_hooks(
+    mini_enrollment, monkeypatch, django_capture_on_commit_callbacks
+):
+    # given a dispatcher hook listening for committed outbox rows
+    received = []
+    monkeypatch.setattr(outbox_module, "_after_commit_hooks", [received.extend])
+    step = mini_enrollment.steps.get()
+
+    # when the sweep commits
+    with django_capture_on_commit_callbacks(execute=True):
+        sla_sweep(now=step.due_at + timedelta(minutes=1))
+
+    # then the hook got exactly the sweep's two events, after commit
+    written = OutboxEvent.objects.filter(
+        event_type__in=["participants.step.overdue", "programs.exception.opened"]
+    ).values_list("pk", flat=True)
+    assert sorted(received) == sorted(written) and len(received) == 2
+
+
+def _sweep_rows(enrollment):
+    """What one sweep wrote for the enrollment's overdue step, ids replaced by names."""
+    step = enrollment.steps.get(state=StepState.OVERDUE)
+    item = OpsException.objects.get(kind="sla_breach", subject_id=str(step.pk))
+    names = {step.pk: "<step>", item.pk: "<item>", enrollment.pk: "<enrollment>"}
+
+    def named(value):
+        if isinstance(value, dict):
+            return {k: named(v) for k, v in value.items()}
+        if isinstance(value, int) and not isinstance(value, bool) and value in names:
+            return names[value]
+        if isinstance(value, str):
+            for pk, name in names.items():
+                value = value.replace(f"#{pk})", f"#{name})").replace(f":{pk}", f":{name}")
+                value = name if value == str(pk) else value
+        return value
+
+    item_fields = ["organization_id", "program_id", "kind", "severity", "priority", "title"]
+    item_fields += ["detail", "subject_type", "subject_id", "dedup_key", "occurrences"]
+    item_fields += ["first_seen_at", "last_seen_at", "due_by", "state", "context"]
+    audit_fields = ["created_at", "organization_id", "actor_kind", "actor_id", "actor_label"]
+    audit_fields += ["action", "object_type", "object_id", "from_state", "to_state", "reason"]
+    audit_fields += ["request_id", "ip_address", "user_agent", "metadata"]
+    outbox_fields = ["organization_id", "event_type", "payload", "sequence_key", "sequence"]
+    outbox_fields += ["occurred_at", "created_at", "dispatched_at"]
+    audits = AuditEvent.objects.filter(
+        actor_id="participants.sla_sweep", object_id__in=[str(step.pk), str(item.pk)]
+    ).order_by("id")
+    events = OutboxEvent.objects.filter(
+        event_type__in=["participants.step.overdue", "programs.exception.opened"]
+    ).order_by("id")
+    events = [
+        e
+        for e in events
+        if names.get(e.payload.get("step_id")) or e.payload.get("exception_id") == item.pk
+    ]
+    return {
+        "step": named({"state": step.state, "overdue_at": step.overdue_at}),
+        "item": {f: named(getattr(item, f)) for f in item_fields},
+        "audit": [{f: named(getattr(a, f)) for f in audit_fields} for a in audits],
+        "outbox": [{f: named(getattr(e, f)) for f in outbox_fields} for e in events],
+    }
+
+
+@pytest.mark.postgres
+def test_database_path_writes_exactly_what_the_python_path_writes(org, mini_program):
+    # given two enrollments with the same history, in the active stage (a
+    # high-severity step, earlier events numbered), opened at the same instant
+    opened_at = utc(2024, 3, 9, 15, 0, 0, 250_000)
+    sweep_at = opened_at + timedelta(hours=6)
+
+    def active_enrollment(ref):
+        with time_machine.travel(opened_at, tick=False):
+            participant, _ = participant_upsert(organization=org, external_ref=ref, actor=SYSTEM)
+            enrollment, _ = enrollment_open(
+                participant=participant, program=mini_program, actor=SYSTEM
+            )
+            return drive(enrollment, "active")
+
+    first = active_enrollment("first")
+    # when the first is swept by the Python path (SQLite's), the second in the database
+    with time_machine.travel(sweep_at, tick=False):
+        python = sweep_module._run(sweep_at, 2000, sweep_module._sweep_batch_python)
+    second = active_enrollment("second")
+    with time_machine.travel(sweep_at, tick=False):
+        database = sweep_module._run(sweep_at, 2000, sweep_module._sweep_batch_sql)
+
+    # then both report and write the same rows, field by field
+    assert python == database == {"overdue": 1, "exceptions_opened": 1, "batches": 1}
+    rows = _sweep_rows(first)
+    assert rows["item"]["severity"] == "high" and rows["outbox"][0]["sequence"] > 1
+    assert [a["action"] for a in rows["audit"]] == ["step.overdue", "exception.opened"]
+    assert [e["event_type"] for e in rows["outbox"]] == [
+        "participants.step.overdue",
+        "programs.exception.opened",
+    ]
+    assert _sweep_rows(second) == rows
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_sweep_waits_for_a_transaction_holding_the_enrollment(mini_enrollment, coordinator):
+    # given a coordinator's transaction that completes the due step and has not committed
+    step = mini_enrollment.steps.get()
+    holding, release, errors = threading.Event(), threading.Event(), []
+
+    def coordinator_completes():
+        from django.db import transaction
+
+        try:
+            with transaction.atomic():
+                step_complete(step_id=step.pk, actor=coordinator)
+                holding.set()
+                release.wait(timeout=30)
+        except Exception as exc:  # a failure of the test, reported below
+            errors.append(repr(exc))
+        finally:
+            connection.close()
+
+    result = {}
+
+    def sweeper():
+        try:
+            result.update(sla_sweep(now=step.due_at + timedelta(minutes=1)))
+        except Exception as exc:
+            errors.append(repr(exc))
+        finally:
+            connection.close()
+
+    completer = threading.Thread(target=coordinator_completes)
+    completer.start()
+    assert holding.wait(timeout=30)
+
+    # when the sweep runs meanwhile (it queues on the enrollment row lock) and then
+    # the coordinator commits
+    sweep = threading.Thread(target=sweeper)
+    sweep.start()
+    deadline = time.monotonic() + 30
+    while not _someone_waits_for_a_lock() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _someone_waits_for_a_lock()
+    release.set()
+    completer.join(timeout=30)
+    sweep.join(timeout=30)
+
+    # then the sweep saw the completion: nothing marked, no item, numbering intact
+    assert errors == []
+    assert result["overdue"] == 0 and result["exceptions_opened"] == 0
+    step.refresh_from_db()
+    assert step.state == StepState.COMPLETED
+    assert not OpsException.objects.filter(kind="sla_breach").exists()
+    enrollment = Enrollment.objects.get(pk=mini_enrollment.pk)
+    assert _sequences(enrollment) == list(range(1, enrollment.event_sequence + 1))
+
+
+def _someone_waits_for_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0] > 0

@@ -62,9 +62,12 @@ def test_database_trigger_refuses_raw_sql_changes_on_postgres(row):
         "UPDATE programs_auditevent SET reason = 'x' WHERE id = %s",
         "DELETE FROM programs_auditevent WHERE id = %s",
     ):
-        with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute(sql, [row.pk])
+        with (
+            pytest.raises(DatabaseError, match="append-only"),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute(sql, [row.pk])
     assert AuditEvent.objects.get(pk=row.pk).reason == "holiday"
 
 

@@ -70,7 +70,7 @@ def test_due_by_follows_severity_sla(org, settings):
 
 @pytest.mark.django_db
 def test_unknown_kind_is_refused_with_the_registered_kinds(org):
-    with pytest.raises(ValueError, match="unknown exception kind 'nope'.*manual"):
+    with pytest.raises(ValueError, match=r"unknown exception kind 'nope'.*manual"):
         exception_raise(organization=org, kind="nope", title="x", dedup_key="x")
 
 

@@ -5,6 +5,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from messaging.management.commands.load_templates import load_templates
 from programs.actors import Actor
 from programs.definitions import load_definition_text
 from programs.models import ProgramState
@@ -13,6 +14,9 @@ from programs.services.programs import program_load_definition
 
 DPP = Path(__file__).resolve().parents[2] / "fixtures" / "dpp.yaml"
 DEMO_USERS = (("coordinator", "coordinator"), ("lead", "lead"), ("auditor", "auditor"))
+DEMO_PARTICIPANTS = 300
+DEMO_DAYS = 4
+DEMO_SEED = 42
 
 
 class Command(BaseCommand):
@@ -20,8 +24,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--password", help="Use this password for the demo logins")
+        parser.add_argument(
+            "--participants",
+            type=int,
+            default=DEMO_PARTICIPANTS,
+            help="Simulated participants for a living demo (0: none)",
+        )
+        parser.add_argument("--days", type=int, default=DEMO_DAYS, help="Days of simulated history")
 
-    def handle(self, *args, password=None, **options):
+    def handle(
+        self, *args, password=None, participants=DEMO_PARTICIPANTS, days=DEMO_DAYS, **options
+    ):
         actor = Actor.system("seed_demo")
         password = password or secrets.token_urlsafe(12)
         with transaction.atomic():
@@ -39,6 +52,39 @@ class Command(BaseCommand):
                 user.save()
                 membership_grant(user=user, organization=org, role=role, actor=actor)
         self.stdout.write(self.style.SUCCESS(f"Demo program: {program.name} (v{version.number})"))
+        created, unchanged = load_templates(program=program, actor=actor)
+        self.stdout.write(f"Message templates: {created} created, {unchanged} unchanged")
+        self.simulate_history(program, participants=participants, days=days)
         self.stdout.write("Demo logins (one password for all, new on every seed):")
         for username, role in DEMO_USERS:
             self.stdout.write(f"  {username:<12} role={role:<12} password={password}")
+
+    def simulate_history(self, program, *, participants: int, days: int):
+        """A living demo: a few days of simulated history with faults, so the
+        console opens on a realistic queue, timeline and dashboard. Skipped
+        when the program already has enrollments (a re-seed keeps them)."""
+        from participants.models import Enrollment
+        from participants.simulation.engine import SimConfig, simulate
+        from participants.simulation.faults import DEFAULT_DEMO_FAULTS, parse_faults
+        from participants.simulation.report import format_summary
+
+        if participants <= 0 or days <= 0:
+            return
+        if Enrollment.objects.filter(program=program).exists():
+            self.stdout.write("Simulated history: already there (kept)")
+            return
+        self.stdout.write(
+            f"Simulating {participants} participants over {days} days "
+            f"(faults: {DEFAULT_DEMO_FAULTS}) ..."
+        )
+        result = simulate(
+            SimConfig(
+                program=program,
+                participants=participants,
+                days=days,
+                seed=DEMO_SEED,
+                faults=parse_faults(DEFAULT_DEMO_FAULTS),
+                ref_prefix="demo",
+            )
+        )
+        self.stdout.write(format_summary(result.summary))

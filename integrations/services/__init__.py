@@ -1,0 +1,1 @@
+"""Writes of the integrations app (one module per concern)."""

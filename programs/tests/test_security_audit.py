@@ -1,0 +1,129 @@
+"""Sensitive reads, the auditors' view of the trail and its audited CSV export."""
+
+import csv
+import io
+
+import pytest
+from django.http import Http404, HttpResponse
+from django.test import RequestFactory
+
+from programs.models import AuditEvent
+from programs.security.audit import audited_read
+from programs.services import audit_record
+
+
+@audited_read("participant.timeline_viewed", object_type="participants.enrollment")
+def _timeline(request, pk):
+    if pk == 404:
+        raise Http404
+    if pk == 403:
+        return HttpResponse(status=403)
+    return HttpResponse("timeline")
+
+
+@pytest.mark.django_db
+def test_a_sensitive_read_is_recorded_exactly_once_with_who_and_where(coordinator):
+    # given
+    request = RequestFactory().get(
+        "/console/enrollments/7/", HTTP_USER_AGENT="UA/1", REMOTE_ADDR="192.0.2.4"
+    )
+    request.user = coordinator
+    request.request_id = "req-read-0001"
+    # when
+    _timeline(request, pk=7)
+    # then
+    [row] = AuditEvent.objects.filter(action="participant.timeline_viewed")
+    assert (row.actor_id, row.object_type, row.object_id) == (
+        str(coordinator.pk),
+        "participants.enrollment",
+        "7",
+    )
+    assert (row.ip_address, row.user_agent, row.request_id) == (
+        "192.0.2.4",
+        "UA/1",
+        "req-read-0001",
+    )
+
+
+@pytest.mark.django_db
+def test_refused_reads_are_not_recorded_as_reads(coordinator):
+    request = RequestFactory().get("/x/")
+    request.user = coordinator
+    assert _timeline(request, pk=403).status_code == 403
+    with pytest.raises(Http404):
+        _timeline(request, pk=404)
+    assert not AuditEvent.objects.filter(action="participant.timeline_viewed").exists()
+
+
+@pytest.fixture
+def trail(org, other_org, coordinator, other_coordinator):
+    audit_record(actor=coordinator, action="exception.claimed", organization=org, reason="ours")
+    audit_record(
+        actor=other_coordinator, action="exception.claimed", organization=other_org, reason="theirs"
+    )
+    audit_record(actor=coordinator, action="auth.login", reason='=HYPERLINK("x")')
+    audit_record(actor=other_coordinator, action="auth.login")
+
+
+@pytest.mark.django_db
+def test_auditors_see_only_their_organizations_trail_and_members_sign_ins(
+    client, auditor, coordinator, trail
+):
+    # given
+    client.force_login(auditor)
+    # when
+    response = client.get("/security/audit/")
+    # then
+    assert response.status_code == 200
+    text = response.content.decode()
+    assert "ours" in text
+    assert "theirs" not in text
+    assert "coordinator-globex" not in text
+    assert "coordinator-acme" in text
+
+
+@pytest.mark.django_db
+def test_audit_view_filters(client, auditor, trail):
+    client.force_login(auditor)
+    response = client.get("/security/audit/", {"action": "auth."})
+    assert "exception.claimed" not in response.content.decode()
+    assert "auth.login" in response.content.decode()
+    bad = client.get("/security/audit/", {"date_from": "2026-02-02", "date_to": "2026-01-01"})
+    assert b"end date is before" in bad.content
+
+
+@pytest.mark.django_db
+def test_coordinators_cannot_read_the_trail(client, coordinator):
+    client.force_login(coordinator)
+    assert client.get("/security/audit/").status_code == 403
+    assert client.get("/security/audit/export.csv").status_code == 403
+
+
+@pytest.mark.django_db
+def test_csv_export_is_scoped_neutralises_formulas_and_is_itself_audited_once(
+    client, auditor, trail
+):
+    # given
+    client.force_login(auditor)
+    # when
+    response = client.get("/security/audit/export.csv", {"action": "auth.login"})
+    # then
+    assert response["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    # the auditor's own sign-in (force_login) is a member's sign-in too
+    assert sorted(r["actor_label"] for r in rows) == ["auditor-acme", "coordinator-acme"]
+    [injected] = [r for r in rows if r["actor_label"] == "coordinator-acme"]
+    assert injected["reason"].startswith("'=")
+    [export] = AuditEvent.objects.filter(action="audit.exported")
+    assert export.actor_id == str(auditor.pk)
+    assert export.metadata == {"filters": {"action": "auth.login"}, "rows": 2}
+
+
+@pytest.mark.django_db
+def test_superuser_export_includes_failed_logins_of_unknown_names(client, admin_user):
+    client.post("/login/", {"username": "ghost", "password": "nope-nope-nope"})
+    client.force_login(admin_user)
+    response = client.get("/security/audit/export.csv")
+    body = b"".join(response.streaming_content).decode()
+    assert "auth.login_failed" in body
+    assert "ghost" in body
