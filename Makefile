@@ -33,8 +33,10 @@ serve: venv
 	$(VENV)/bin/gunicorn config.wsgi --bind 127.0.0.1:$(PORT) --workers 2 --access-logfile - ; \
 	wait
 
+# Two xdist workers (the machines have 2 cores); PYTEST_WORKERS=0 runs serially.
+PYTEST_WORKERS ?= 2
 test: venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # Every benchmark at its small size, so none of them rots (CI runs this).
 bench-quick: venv

@@ -196,9 +196,9 @@ def test_dashboard_and_timeline_query_counts_are_bounded(
     client.force_login(coordinator)
     client.get(reverse("participants_console:dashboard", args=[program.pk]))
     # when / then
-    with django_assert_max_num_queries(15):
+    with django_assert_max_num_queries(17):
         client.get(reverse("participants_console:dashboard", args=[program.pk]))
-    with django_assert_max_num_queries(15):
+    with django_assert_max_num_queries(17):
         response = client.get(reverse("participants_console:timeline", args=[enrollments[0].pk]))
     assert response.status_code == 200
     assert Enrollment.objects.count() == 10

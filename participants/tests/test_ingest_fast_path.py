@@ -45,10 +45,11 @@ def partner_with_enrollment(org, program):
 @pytest.mark.parametrize(
     ("event_type", "disposition", "most"),
     [
-        # auth 1, claim 1, then in one transaction: enrollments (locked, with
-        # participant, program, version) 1, steps 1, event 1 (+ savepoints),
-        # stored response 1
-        ("device.synced", "deferred", 12),
+        # 6 statements: auth 1, claim 1, then in one transaction: enrollments
+        # (locked, with participant, program, version) 1, steps 1, event 1,
+        # stored response 1; plus 8 savepoint commands (the test runs inside
+        # a transaction, so the claim takes a savepoint too)
+        ("device.synced", "deferred", 14),
         # + step update, audit, sequence, outbox, stage check; after commit
         # the webhook dispatch hook (integrations.dispatch) reads the row
         ("eligibility.screened", "matched", 24),
@@ -68,10 +69,13 @@ def test_single_event_query_count_is_bounded(
 
 
 def test_batch_query_count_does_not_grow_with_the_batch(
-    partner_with_enrollment, django_assert_max_num_queries
+    org, program, partner_with_enrollment, django_assert_max_num_queries
 ):
-    # given 200 deferred/redundant events for 50 references, most unknown
-    events = [body(f"b-{i}", "device.synced", f"EHR-{i % 50}") for i in range(200)]
+    # given 200 deferred events for 50 enrolled references
+    for i in range(2, 50):
+        participant, _ = participant_upsert(organization=org, external_ref=f"EHR-{i}", actor=SYSTEM)
+        enrollment_open(participant=participant, program=program, actor=SYSTEM)
+    events = [body(f"b-{i}", "device.synced", f"EHR-{i % 50 or 1}") for i in range(200)]
     # when
     with django_assert_max_num_queries(12):
         response = partner_with_enrollment.post("/api/v1/events/batch/", {"events": events})
