@@ -20,6 +20,7 @@ class ApiClientAdmin(OrganizationScopedAdmin):
         "organization",
         "prefix",
         "permission",
+        "program_scopes",
         "expires_at",
         "revoked_at",
         "last_used_at",
@@ -30,6 +31,14 @@ class ApiClientAdmin(OrganizationScopedAdmin):
     readonly_fields = ["prefix", "revoked_at", "last_used_at", "created_by", "created_at"]
     filter_horizontal = ["programs"]
     actions = ["revoke_keys"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("programs")
+
+    @admin.display(description="Program scopes")
+    def program_scopes(self, obj):
+        names = sorted(p.slug for p in obj.programs.all())
+        return ", ".join(names) if names else "all programs"
 
     def get_readonly_fields(self, request, obj=None):
         if obj is not None:

@@ -163,3 +163,14 @@ def test_admin_add_shows_the_key_once(org, program, client, django_user_model):
     assert f"btn_{created.prefix}_" in page
     change_page = client.get(f"/admin/integrations/apiclient/{created.pk}/change/").content.decode()
     assert f"btn_{created.prefix}_" not in change_page
+
+
+@pytest.mark.django_db
+def test_admin_key_list_shows_scopes_expiry_and_last_use(client, admin_user, org, program):
+    scoped, _ = make_key(org, name="scoped-key")
+    scoped.programs.add(program)
+    make_key(org, name="open-key")
+    client.force_login(admin_user)
+    page = client.get("/admin/integrations/apiclient/").content.decode()
+    assert "Program scopes" in page and "Expires" in page and "Last used" in page
+    assert program.slug in page and "all programs" in page
