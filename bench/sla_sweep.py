@@ -6,7 +6,8 @@ INSERT … SELECT, then measures in the same run:
   state='pending' AND due_at < now RETURNING …` doing the same marking
   (run 3 times, each rolled back; the best time counts);
 - the real `participants.services.sla_sweep` (marking plus one sla_breach
-  exception item, two audit rows and two outbox events per overdue step).
+  exception item, two audit rows and two outbox events per overdue step, and
+  the outbox after-commit hooks, whose share is printed separately).
 Prints sweep seconds, the ratio to the baseline, and the peak RSS of this
 process. Targets: ratio <= 3, peak RSS < 200 MB.
 
@@ -152,7 +153,7 @@ def baseline(now) -> tuple[float, int]:
         " WHERE state = 'pending' AND due_at IS NOT NULL AND due_at < %s"
         " RETURNING id, enrollment_id, step_key, title, severity, due_at, kind"
     )
-    best, count = None, 0
+    best, count, runs = None, 0, []
     for _ in range(3):
         with transaction.atomic():
             started = time.perf_counter()
@@ -162,7 +163,30 @@ def baseline(now) -> tuple[float, int]:
             elapsed = time.perf_counter() - started
             transaction.set_rollback(True)
         best = elapsed if best is None else min(best, elapsed)
+        runs.append(elapsed)
+    print("baseline runs: " + ", ".join(f"{r:.3f} s" for r in runs))
     return best, count
+
+
+def time_hooks() -> list[float]:
+    """Wrap the outbox after-commit hooks (integrations' webhook fan-out) to
+    report how much of the sweep they take; they still run, as in production."""
+    from integrations import outbox
+
+    spent = []
+
+    def timed(hook):
+        def run(ids):
+            started = time.perf_counter()
+            try:
+                return hook(ids)
+            finally:
+                spent.append(time.perf_counter() - started)
+
+        return run
+
+    outbox._after_commit_hooks[:] = [timed(h) for h in outbox._after_commit_hooks]
+    return spent
 
 
 def main():
@@ -179,6 +203,7 @@ def main():
     if connection.vendor == "postgresql":
         with connection.cursor() as c:
             c.execute(f"VACUUM ANALYZE {StepInstance._meta.db_table}")
+    hook_times = time_hooks()
     rss_before = rss_mb()
     started = time.perf_counter()
     result = sla_sweep(now=now, batch_size=batch_size)
@@ -191,6 +216,11 @@ def main():
         f"sla_sweep: {sweep_s:.3f} s; overdue {result['overdue']:,}; "
         f"items opened {result['exceptions_opened']:,} ({items:,} in the table); "
         f"batches {result['batches']}"
+    )
+    hooks_s = sum(hook_times)
+    print(
+        f"  of which after-commit hooks (integrations' webhook fan-out): {hooks_s:.3f} s; "
+        f"without them {sweep_s - hooks_s:.3f} s = {(sweep_s - hooks_s) / base_s:.2f}x baseline"
     )
     print(f"ratio sweep / baseline: {ratio:.2f} (target <= {ARGS.max_ratio})")
     print(f"peak RSS: {peak:.0f} MB (before sweep {rss_before:.0f} MB; target < {ARGS.max_rss_mb})")
