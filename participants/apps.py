@@ -24,7 +24,7 @@ class ParticipantsConfig(AppConfig):
             return
         from participants.message_steps import schedule_step_message
 
-        pass  # tmp
+        step_kinds.register_step_kind_handler("message", schedule_step_message)
         message_status_changed.connect(
             receivers.on_message_status_changed, dispatch_uid="participants_message_status"
         )

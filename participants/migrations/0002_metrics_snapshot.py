@@ -6,41 +6,125 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('participants', '0001_initial'),
-        ('programs', '0002_roles_and_audit_guard'),
+        ("participants", "0001_initial"),
+        ("programs", "0002_roles_and_audit_guard"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ProgramMetricsSnapshot',
+            name="ProgramMetricsSnapshot",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('day', models.DateField(help_text='UTC calendar day the figures cover.')),
-                ('active_participants', models.PositiveIntegerField(default=0, help_text='Non-terminal enrollments at the end of the day.')),
-                ('enrollments_opened', models.PositiveIntegerField(default=0)),
-                ('transitions', models.PositiveIntegerField(default=0, help_text='Enrollment state changes during the day.')),
-                ('steps_automated', models.PositiveIntegerField(default=0, help_text='Step completions by a partner event or a message.')),
-                ('steps_manual', models.PositiveIntegerField(default=0, help_text='Step completions by a coordinator.')),
-                ('exceptions_opened', models.PositiveIntegerField(default=0)),
-                ('exceptions_resolved', models.PositiveIntegerField(default=0)),
-                ('median_resolve_seconds', models.PositiveIntegerField(blank=True, help_text='Median time to resolve of the items resolved this day.', null=True)),
-                ('backlog', models.PositiveIntegerField(default=0, help_text='Open, claimed or snoozed items at the end of the day.')),
-                ('deliveries', models.PositiveIntegerField(default=0, help_text='Webhook delivery attempts during the day (organization-wide).')),
-                ('deliveries_failed', models.PositiveIntegerField(default=0)),
-                ('messages', models.PositiveIntegerField(default=0, help_text='Messages scheduled this day.')),
-                ('messages_suppressed', models.PositiveIntegerField(default=0)),
-                ('manual_interventions', models.PositiveIntegerField(default=0, help_text='Actions by people on queue items, enrollments and steps during the day.')),
-                ('interventions_7d', models.PositiveIntegerField(default=0, help_text='Manual interventions in the 7 days ending with this day.')),
-                ('strain_index', models.FloatField(blank=True, help_text='Manual interventions per 100 active participants per week (the 7 days ending with this day).', null=True)),
-                ('computed_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('organization', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='programs.organization')),
-                ('program', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='metrics', to='programs.program')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("day", models.DateField(help_text="UTC calendar day the figures cover.")),
+                (
+                    "active_participants",
+                    models.PositiveIntegerField(
+                        default=0, help_text="Non-terminal enrollments at the end of the day."
+                    ),
+                ),
+                ("enrollments_opened", models.PositiveIntegerField(default=0)),
+                (
+                    "transitions",
+                    models.PositiveIntegerField(
+                        default=0, help_text="Enrollment state changes during the day."
+                    ),
+                ),
+                (
+                    "steps_automated",
+                    models.PositiveIntegerField(
+                        default=0, help_text="Step completions by a partner event or a message."
+                    ),
+                ),
+                (
+                    "steps_manual",
+                    models.PositiveIntegerField(
+                        default=0, help_text="Step completions by a coordinator."
+                    ),
+                ),
+                ("exceptions_opened", models.PositiveIntegerField(default=0)),
+                ("exceptions_resolved", models.PositiveIntegerField(default=0)),
+                (
+                    "median_resolve_seconds",
+                    models.PositiveIntegerField(
+                        blank=True,
+                        help_text="Median time to resolve of the items resolved this day.",
+                        null=True,
+                    ),
+                ),
+                (
+                    "backlog",
+                    models.PositiveIntegerField(
+                        default=0, help_text="Open, claimed or snoozed items at the end of the day."
+                    ),
+                ),
+                (
+                    "deliveries",
+                    models.PositiveIntegerField(
+                        default=0,
+                        help_text="Webhook delivery attempts during the day (organization-wide).",
+                    ),
+                ),
+                ("deliveries_failed", models.PositiveIntegerField(default=0)),
+                (
+                    "messages",
+                    models.PositiveIntegerField(
+                        default=0, help_text="Messages scheduled this day."
+                    ),
+                ),
+                ("messages_suppressed", models.PositiveIntegerField(default=0)),
+                (
+                    "manual_interventions",
+                    models.PositiveIntegerField(
+                        default=0,
+                        help_text="Actions by people on queue items, enrollments and steps during the day.",
+                    ),
+                ),
+                (
+                    "interventions_7d",
+                    models.PositiveIntegerField(
+                        default=0,
+                        help_text="Manual interventions in the 7 days ending with this day.",
+                    ),
+                ),
+                (
+                    "strain_index",
+                    models.FloatField(
+                        blank=True,
+                        help_text="Manual interventions per 100 active participants per week (the 7 days ending with this day).",
+                        null=True,
+                    ),
+                ),
+                ("computed_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "organization",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="programs.organization",
+                    ),
+                ),
+                (
+                    "program",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="metrics",
+                        to="programs.program",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['program', '-day'],
-                'constraints': [models.UniqueConstraint(fields=('program', 'day'), name='uniq_program_metrics_day')],
+                "ordering": ["program", "-day"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("program", "day"), name="uniq_program_metrics_day"
+                    )
+                ],
             },
         ),
     ]

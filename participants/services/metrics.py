@@ -14,7 +14,8 @@ What counts:
 - automated step completions: via a partner event or a message; manual: via
   a coordinator (`StepInstance.completed_via`), by `completed_at`;
 - manual interventions: audit rows written by people (`actor_kind="user"`)
-  on queue items, enrollments and steps. The audit trail is kept per
+  on queue items, enrollments and steps (not their automatic consequences:
+  steps skipped by a withdrawal, items resolving themselves). The audit trail is kept per
   organization, so audit-derived figures (manual interventions, transitions)
   and webhook deliveries are the organization's; they are exact for an
   organization that runs one program;
@@ -61,7 +62,12 @@ def _human_actions() -> Q:
     q = Q()
     for prefix in HUMAN_ACTION_PREFIXES:
         q |= Q(action__startswith=prefix)
-    return q & Q(actor_kind="user")
+    # Consequences of one action are not counted again: steps skipped because
+    # the coordinator withdrew the enrollment, items that resolved themselves.
+    consequences = Q(action="exception.auto_resolved") | Q(
+        action="step.skipped", metadata__via="stage_left"
+    )
+    return q & Q(actor_kind="user") & ~consequences
 
 
 def manual_interventions(organization_id, start, end) -> int:
@@ -118,7 +124,9 @@ def compute_day(program, day: date, *, now=None) -> dict:
         .count()
     )
 
-    audit = AuditEvent.objects.filter(organization_id=org_id, created_at__gte=start, created_at__lt=end)
+    audit = AuditEvent.objects.filter(
+        organization_id=org_id, created_at__gte=start, created_at__lt=end
+    )
     audit_counts = audit.aggregate(
         transitions=Count(
             "pk", filter=Q(action__startswith="enrollment.") & ~Q(action="enrollment.opened")
@@ -165,6 +173,18 @@ def compute_day(program, day: date, *, now=None) -> dict:
         "interventions_7d": interventions_7d,
         "strain_index": round(100 * interventions_7d / active, 2) if active else None,
     }
+
+
+def weighted_median(pairs) -> float:
+    """Median of values weighted by counts: [(value, count), ...]."""
+    pairs = sorted((v, n) for v, n in pairs if n)
+    total = sum(n for _, n in pairs)
+    running = 0
+    for value, n in pairs:
+        running += n
+        if running * 2 >= total:
+            return value
+    return 0.0
 
 
 def metrics_snapshot_record(*, program, day: date, now=None) -> ProgramMetricsSnapshot:
