@@ -41,7 +41,9 @@ FAULTS = "outage=1@10h+5h,msgfail=0.04,late=0.1,dup=0.05,dropout=0.12"
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="50, 150, 400 participants x 2 days (CI size)")
+    p.add_argument(
+        "--quick", action="store_true", help="50, 150, 400 participants x 2 days (CI size)"
+    )
     p.add_argument("--sizes", help="comma-separated participant counts")
     p.add_argument("--days", type=int)
     p.add_argument("--seed", type=int, default=5)
