@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, timedelta
 
 from django.conf import settings
@@ -129,9 +129,15 @@ def _fanout(events) -> int:
                     created_at=now,
                 )
             )
+    event_ids = [e.pk for e in events]
+    if not rows:
+        # No endpoint wants these events (the common case for an organization
+        # without webhooks): one UPDATE marks them, no transaction needed.
+        OutboxEvent.objects.filter(pk__in=event_ids).update(dispatched_at=now)
+        return 0
     with transaction.atomic():
         Delivery.objects.bulk_create(rows, ignore_conflicts=True, batch_size=1000)
-        OutboxEvent.objects.filter(pk__in=[e.pk for e in events]).update(dispatched_at=now)
+        OutboxEvent.objects.filter(pk__in=event_ids).update(dispatched_at=now)
     return len(rows)
 
 
@@ -206,8 +212,7 @@ def claim_batch(limit: int = 100) -> list[Delivery]:
     with transaction.atomic():
         claimed = _claim_probes(now, lease_until)
         due = (
-            Delivery.objects.select_related("event", "endpoint")
-            .filter(
+            Delivery.objects.filter(
                 Q(
                     state__in=[DeliveryState.PENDING, DeliveryState.RETRYING],
                     next_attempt_at__lte=now,
@@ -232,19 +237,19 @@ def claim_batch(limit: int = 100) -> list[Delivery]:
         claimed.extend(rows)
     if not claimed:
         return []
-    if any("event" not in d._state.fields_cache for d in claimed):  # probes
-        by_id = {
-            d.pk: d
-            for d in Delivery.objects.filter(pk__in=[d.pk for d in claimed]).select_related(
-                "event", "endpoint"
-            )
-        }
-        claimed = [by_id[d.pk] for d in claimed if d.pk in by_id]
-        for delivery in claimed:
-            delivery.lease_expires_at = lease_until
+    # Attach events and endpoints with two queries (not a join per row): a
+    # batch usually goes to a handful of endpoints, so they are shared.
+    events = OutboxEvent.objects.only(*EVENT_BODY_FIELDS).in_bulk({d.event_id for d in claimed})
+    endpoints = WebhookEndpoint.objects.in_bulk({d.endpoint_id for d in claimed})
     for delivery in claimed:
+        delivery.event = events[delivery.event_id]
+        delivery.endpoint = endpoints[delivery.endpoint_id]
+        delivery.lease_expires_at = lease_until
         delivery._claimed_lease = lease_until
     return claimed
+
+
+EVENT_BODY_FIELDS = ("id", "event_type", "occurred_at", "sequence_key", "sequence", "payload")
 
 
 # --- sending -------------------------------------------------------------------
@@ -261,10 +266,30 @@ def _send_one(delivery: Delivery, target) -> SendResult:
     return send_webhook(url=delivery.endpoint.url, headers=headers, body=body, target=target)
 
 
-def send_batch(batch: list[Delivery], *, concurrency: int | None = None) -> dict[int, SendResult]:
-    """Send each claimed delivery once (no transaction is open here)."""
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_key: tuple | None = None
+
+
+def _send_pool(concurrency: int) -> ThreadPoolExecutor:
+    """The process-wide sending threads (re-created after a fork or when the
+    concurrency changes): starting threads per batch cost more than sending."""
+    global _pool, _pool_key
+    key = (os.getpid(), concurrency)
+    with _pool_lock:
+        if _pool is None or _pool_key != key:
+            if _pool is not None and _pool_key[0] == os.getpid():
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="webhook-send")
+            _pool_key = key
+        return _pool
+
+
+def submit_batch(batch: list[Delivery], *, concurrency: int | None = None) -> dict:
+    """Start sending each claimed delivery once (no transaction is open);
+    returns {delivery id: SendResult or Future}. `collect()` waits for them."""
     targets: dict[str, object] = {}
-    results: dict[int, SendResult] = {}
+    results: dict = {}
     sendable = []
     for delivery in batch:
         url = delivery.endpoint.url
@@ -287,11 +312,19 @@ def send_batch(batch: list[Delivery], *, concurrency: int | None = None) -> dict
         for delivery, target in sendable:
             results[delivery.pk] = _send_one(delivery, target)
     else:
-        with ThreadPoolExecutor(max_workers=min(concurrency, len(sendable))) as pool:
-            futures = {pool.submit(_send_one, d, t): d.pk for d, t in sendable}
-            for future, pk in futures.items():
-                results[pk] = future.result()
+        pool = _send_pool(concurrency)
+        for delivery, target in sendable:
+            results[delivery.pk] = pool.submit(_send_one, delivery, target)
     return results
+
+
+def collect(pending: dict) -> dict[int, SendResult]:
+    return {pk: r.result() if isinstance(r, Future) else r for pk, r in pending.items()}
+
+
+def send_batch(batch: list[Delivery], *, concurrency: int | None = None) -> dict[int, SendResult]:
+    """Send each claimed delivery once and wait for all (no transaction is open)."""
+    return collect(submit_batch(batch, concurrency=concurrency))
 
 
 # --- recording -----------------------------------------------------------------
@@ -328,18 +361,25 @@ def record_results(batch: list[Delivery], results: dict[int, SendResult]) -> dic
     now = timezone.now()
     endpoints = {d.endpoint_id: d.endpoint for d in batch}
     with transaction.atomic():
+        # Read (state, lease, attempt count) without locking or loading whole
+        # rows: the writes below are guarded by the state and lease we hold,
+        # so a row reclaimed by another worker is never overwritten.
         current = {
-            d.pk: d
-            for d in Delivery.objects.select_for_update().filter(pk__in=[d.pk for d in batch])
+            pk: (state, lease, count)
+            for pk, state, lease, count in Delivery.objects.filter(
+                pk__in=[d.pk for d in batch]
+            ).values_list("pk", "state", "lease_expires_at", "attempt_count")
         }
         attempts, changed = [], []
         outcomes: dict[int, list[bool]] = defaultdict(list)
         dead, gone, recovered = [], set(), set()
         for claimed in batch:
             result = results[claimed.pk]
-            delivery = current.get(claimed.pk)
-            if delivery is None:
+            row = current.get(claimed.pk)
+            if row is None:
                 continue
+            delivery = claimed
+            db_state, db_lease, delivery.attempt_count = row
             attempts.append(
                 Attempt(
                     delivery_id=delivery.pk,
@@ -352,10 +392,7 @@ def record_results(batch: list[Delivery], results: dict[int, SendResult]) -> dic
                     succeeded=result.ok,
                 )
             )
-            still_ours = (
-                delivery.state == DeliveryState.DELIVERING
-                and delivery.lease_expires_at == claimed._claimed_lease
-            )
+            still_ours = db_state == DeliveryState.DELIVERING and db_lease == claimed._claimed_lease
             if not still_ours:
                 stats["stale"] += 1  # another worker reclaimed it after our lease ran out
                 continue
@@ -423,15 +460,17 @@ def _persist(changed: list[Delivery], now) -> None:
     but the status code and attempt count: one UPDATE per status code,
     guarded by the state we hold. The rest (failures: per-row backoff
     times) go through bulk_update."""
-    successes: dict[int, list[int]] = defaultdict(list)
+    successes: dict[tuple, list[int]] = defaultdict(list)
     others = []
     for delivery in changed:
         if delivery.state == DeliveryState.DELIVERED:
-            successes[delivery.last_status_code].append(delivery.pk)
+            successes[(delivery.last_status_code, delivery._claimed_lease)].append(delivery.pk)
         else:
             others.append(delivery)
-    for status_code, ids in successes.items():
-        Delivery.objects.filter(pk__in=ids, state=DeliveryState.DELIVERING).update(
+    for (status_code, lease), ids in successes.items():
+        Delivery.objects.filter(
+            pk__in=ids, state=DeliveryState.DELIVERING, lease_expires_at=lease
+        ).update(
             state=DeliveryState.DELIVERED,
             attempt_count=F("attempt_count") + 1,
             last_status_code=status_code,
@@ -441,6 +480,17 @@ def _persist(changed: list[Delivery], now) -> None:
             delivered_at=now,
         )
     if others:
+        # Failures are few and carry per-row backoff times. Lock them and keep
+        # only rows still delivering under our lease before writing.
+        leases = {d.pk: d._claimed_lease for d in others}
+        ours = {
+            pk
+            for pk, lease in Delivery.objects.select_for_update()
+            .filter(pk__in=list(leases), state=DeliveryState.DELIVERING)
+            .values_list("pk", "lease_expires_at")
+            if lease == leases[pk]
+        }
+        others = [d for d in others if d.pk in ours]
         Delivery.objects.bulk_update(others, OUTCOME_FIELDS, batch_size=500)
 
 
@@ -454,19 +504,34 @@ def _close_breaker(endpoint, *, now):
 
 
 def drain(*, max_seconds: float = 50.0, batch_size: int = 100, concurrency=None) -> dict:
-    """Claim, send and record batches until nothing is due or time is up."""
+    """Claim, send and record batches until nothing is due or time is up.
+
+    Pipelined: the next batch is claimed while the current one is on the
+    wire, then the current one is recorded, so the database work of one
+    batch overlaps the HTTP work of another. Each batch is still claimed,
+    sent and recorded in that order, in its own short transactions."""
     totals = defaultdict(int)
     deadline = time.monotonic() + max_seconds
     _local.draining = True
+    in_flight = None  # (batch, pending results)
     try:
-        while time.monotonic() < deadline:
-            batch = claim_batch(batch_size)
-            if not batch:
-                break
-            results = send_batch(batch, concurrency=concurrency)
-            for key, value in record_results(batch, results).items():
-                totals[key] += value
-            totals["batches"] += 1
+        while True:
+            batch = claim_batch(batch_size) if time.monotonic() < deadline else []
+            sending = (batch, submit_batch(batch, concurrency=concurrency)) if batch else None
+            previous, in_flight = in_flight, sending
+            if previous is not None:
+                done, pending = previous
+                for key, value in record_results(done, collect(pending)).items():
+                    totals[key] += value
+                totals["batches"] += 1
+            if in_flight is None and previous is None:
+                break  # nothing was due even after the last batch was recorded
     finally:
+        if in_flight is not None:  # an error left a batch on the wire: record it
+            done, pending = in_flight
+            try:
+                record_results(done, collect(pending))
+            except Exception:
+                logger.exception("could not record a sent batch; its lease expiry retries it")
         _local.draining = False
     return dict(totals)

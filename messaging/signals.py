@@ -8,3 +8,8 @@ from django.dispatch import Signal
 
 # kwargs: message (Message), from_state (str, "" on creation), to_state (str)
 message_status_changed = Signal()
+
+# kwargs: messages (list of Message). Sent once per recorded dispatch batch,
+# inside its transaction, *before* the per-change `message_status_changed`
+# signals of that batch, so a receiver can load what it needs in one query.
+message_status_batch = Signal()

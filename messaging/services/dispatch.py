@@ -6,9 +6,12 @@ Three steps, so no I/O ever runs inside a transaction:
    the attempt and set a lease (`next_attempt_at`) so a crashed worker's
    message is picked up again after it;
 2. send (no transaction): each connector sends its batch;
-3. record (one transaction, a savepoint per message): sent / delivered /
-   undeliverable / failed, or back off a retryable failure. Each change is
-   audited with an outbox event; every attempt gets a DeliveryAttempt row.
+3. record (one transaction per connector group): sent / delivered /
+   undeliverable / failed, or back off a retryable failure. Transitions run
+   in memory (checked by django-fsm); the changed rows are written with one
+   statement, then every change gets its audit row and outbox event in one
+   insert each, and its signal. If a receiver fails, the group is recorded
+   again one message per savepoint. Every attempt gets a DeliveryAttempt row.
 Sending is at least once: a retry carries the same message id (the
 connector's idempotency key), so the customer's tool can drop duplicates.
 """
@@ -48,7 +51,11 @@ from messaging.models import (
 )
 from messaging.rendering import render
 from messaging.services.messages import suppress_message
-from messaging.services.transitions import apply_transition
+from messaging.services.transitions import (
+    bulk_save,
+    record_changes,
+    transition_in_memory,
+)
 from programs.actors import Actor
 from programs.services import audit_record
 
@@ -151,6 +158,8 @@ def _claim(batch_size: int, cache: _ConnectorCache, templates: dict, actor, stat
         if missing:
             templates.update(MessageTemplate.objects.in_bulk(missing))
         lease_until = now + lease()
+        changes: list[tuple] = []
+        claimed_rows: list[Message] = []
         for message in messages:
             if (message.organization_id, message.participant_ref, message.channel) in opted_out:
                 suppress_message(message, SuppressionReason.OPTED_OUT, actor)
@@ -162,9 +171,9 @@ def _claim(batch_size: int, cache: _ConnectorCache, templates: dict, actor, stat
                 continue
             message.attempts += 1
             if message.state == MessageState.SCHEDULED:
-                apply_transition(message, "queue", actor=actor, now=now)
+                transition_in_memory(message, "queue", changes, now=now)
             message.next_attempt_at = lease_until
-            message.save(update_fields=["attempts", "next_attempt_at", "updated_at"])
+            claimed_rows.append(message)
             connector_id, key = cache.resolve(message.organization_id, message.channel)
             template = templates[message.template_id]
             claimed.append(
@@ -188,37 +197,48 @@ def _claim(batch_size: int, cache: _ConnectorCache, templates: dict, actor, stat
                     ),
                 )
             )
+        # One statement for the batch's rows, then one audit insert and one
+        # outbox insert for its scheduled -> queued changes (each still gets
+        # its own audit row, event and signal).
+        bulk_save(claimed_rows, ["state", "attempts", "next_attempt_at"])
+        record_changes(changes, actor=actor)
     return claimed, len(messages)
 
 
-def _record_one(message: Message, item: _Claimed, result: SendResult, actor, stats) -> None:
+RECORD_FIELDS = [
+    "state",
+    "connector",
+    "vendor_message_id",
+    "sent_at",
+    "delivered_at",
+    "failed_at",
+    "next_attempt_at",
+    "last_error",
+]
+
+
+def _record_one(message: Message, item: _Claimed, result: SendResult, changes, stats) -> str:
+    """Apply one send's outcome in memory. Returns "save" when the message
+    changed, "stale" when it changed while we sent (nothing to write)."""
     now = timezone.now()
     if message.state != MessageState.QUEUED or message.attempts != item.attempt:
         # Changed while we sent: canceled, reported by a fast callback, or re-claimed.
-        if result.ok and message.state == MessageState.CANCELED:
-            audit_record(
-                actor=actor,
-                action="message.sent_after_cancel",
-                target=message,
-                organization=message.organization_id,
-                reason="the send was in flight when the message was canceled",
-            )
         stats["stale"] += 1
-        return
+        return "stale"
     message.connector_id = item.connector_id
     if result.outcome in (SENT, DELIVERED):
-        apply_transition(
-            message, "mark_sent", actor=actor, now=now, vendor_message_id=result.vendor_message_id
+        transition_in_memory(
+            message, "mark_sent", changes, now=now, vendor_message_id=result.vendor_message_id
         )
         stats["sent"] += 1
         if result.outcome == DELIVERED:
-            apply_transition(message, "mark_delivered", actor=actor, now=now)
+            transition_in_memory(message, "mark_delivered", changes, now=now)
             stats["delivered"] += 1
     elif result.outcome == UNDELIVERABLE:
-        apply_transition(
+        transition_in_memory(
             message,
             "mark_undeliverable",
-            actor=actor,
+            changes,
             now=now,
             error=result.error,
             reason=result.error,
@@ -228,17 +248,22 @@ def _record_one(message: Message, item: _Claimed, result: SendResult, actor, sta
         delay = retry_delays()[item.attempt - 1]
         message.next_attempt_at = now + timedelta(seconds=delay * random.uniform(0.9, 1.1))
         message.last_error = result.error[:2000]
-        message.save(update_fields=["next_attempt_at", "last_error", "connector", "updated_at"])
         stats["retrying"] += 1
     else:
         error = result.error
         if result.retryable:
             error = f"{error} (gave up after {item.attempt} attempts)"
-        apply_transition(message, "mark_failed", actor=actor, now=now, error=error, reason=error)
+        transition_in_memory(message, "mark_failed", changes, now=now, error=error, reason=error)
         stats["failed"] += 1
+    return "save"
 
 
 def _record(items: list[_Claimed], results: list[SendResult], cache, actor, stats) -> None:
+    """Record a sent group in one transaction: attempt rows, one bulk write of
+    the changed messages, then their audit rows, outbox events and signals in
+    bulk. If that fails (a receiver raised), the group is recorded again
+    message by message, each in a savepoint, so one bad message cannot hold
+    back the others."""
     with transaction.atomic():
         locked = Message.objects.select_for_update().in_bulk([i.message_id for i in items])
         rows = []
@@ -259,17 +284,52 @@ def _record(items: list[_Claimed], results: list[SendResult], cache, actor, stat
                     record=result.record,
                 )
             )
-            message = locked.get(item.message_id)
-            if message is None:
-                continue
-            try:
-                with transaction.atomic():
-                    _record_one(message, item, result, actor, stats)
-            except Exception:
-                # A receiver failed: leave the message queued; the lease expiry retries it.
-                logger.exception("could not record the send of message %s", item.message_id)
-                stats["record_errors"] += 1
         DeliveryAttempt.objects.bulk_create(rows)
+        pairs = [
+            (locked[item.message_id], item, result)
+            for item, result in zip(items, results, strict=True)
+            if item.message_id in locked
+        ]
+        batch_stats: Counter = Counter()
+        try:
+            with transaction.atomic():
+                _record_group(pairs, actor, batch_stats)
+        except Exception:
+            logger.exception(
+                "recording a batch of %s sends failed; recording one by one", len(pairs)
+            )
+            batch_stats = Counter()
+            fresh = Message.objects.select_for_update().in_bulk([m.pk for m, _, _ in pairs])
+            for message, item, result in pairs:
+                message = fresh.get(message.pk)
+                if message is None:
+                    continue
+                try:
+                    with transaction.atomic():
+                        _record_group([(message, item, result)], actor, batch_stats)
+                except Exception:
+                    # A receiver failed: leave the message queued; the lease expiry retries it.
+                    logger.exception("could not record the send of message %s", item.message_id)
+                    batch_stats["record_errors"] += 1
+        stats.update(batch_stats)
+
+
+def _record_group(pairs, actor, stats) -> None:
+    changes: list[tuple] = []
+    changed: list[Message] = []
+    for message, item, result in pairs:
+        if _record_one(message, item, result, changes, stats) == "save":
+            changed.append(message)
+        elif result.ok and message.state == MessageState.CANCELED:
+            audit_record(
+                actor=actor,
+                action="message.sent_after_cancel",
+                target=message,
+                organization=message.organization_id,
+                reason="the send was in flight when the message was canceled",
+            )
+    bulk_save(changed, RECORD_FIELDS)
+    record_changes(changes, actor=actor)
 
 
 def messages_dispatch_due(*, batch_size: int = 200, max_batches: int | None = None) -> dict:

@@ -8,13 +8,17 @@ auto-resolves it.
 
 from __future__ import annotations
 
+from django.db import connections, router
 from django.utils import timezone
 from django_fsm import can_proceed
 
-from integrations.outbox import outbox_write
+from config.request_id import get_request_id
+from integrations.outbox import outbox_write, outbox_write_many
 from messaging.models import Message, MessageState
-from messaging.signals import message_status_changed
+from messaging.signals import message_status_batch, message_status_changed
+from programs.actors import as_actor
 from programs.errors import TransitionNotAllowed
+from programs.models import AuditEvent
 from programs.services import audit_record, exception_raise, exception_resolve_for
 
 MESSAGE_FAILED = "message_failed"
@@ -66,6 +70,11 @@ def record_change(message: Message, *, from_state: str, actor, reason: str = "",
         event_type_name=f"messaging.message.{message.state}",
         payload=message_payload(message, from_state=from_state, reason=reason),
     )
+    _after_change(message, from_state=from_state, actor=actor, reason=reason)
+
+
+def _after_change(message: Message, *, from_state: str, actor, reason: str) -> None:
+    """The signal, then the failure item (raise, or resolve after a resend)."""
     message_status_changed.send(
         sender=Message, message=message, from_state=from_state, to_state=message.state
     )
@@ -113,3 +122,116 @@ def apply_transition(
     message.save()
     record_change(message, from_state=from_state, actor=actor, reason=reason, metadata=metadata)
     return message
+
+
+def check_transition(message: Message, name: str) -> None:
+    """Raise TransitionNotAllowed unless transition `name` may run now."""
+    if not can_proceed(getattr(message, name)):
+        raise TransitionNotAllowed(
+            obj_label=f"message #{message.pk}",
+            transition=name,
+            current_state=message.state,
+            allowed=[t.name for t in message.get_available_state_transitions()],
+        )
+
+
+def bulk_save(messages: list[Message], fields: list[str]) -> None:
+    """Write `fields` of many locked messages with one parameterised UPDATE
+    run through executemany (one round trip on SQLite, a pipeline on
+    psycopg). Their transitions already ran in memory, checked by django-fsm;
+    the caller holds the row locks. `updated_at` is always written."""
+    if not messages:
+        return
+    fields = [f for f in fields if f != "updated_at"] + ["updated_at"]
+    now = timezone.now()
+    for message in messages:
+        message.updated_at = now
+    connection = connections[router.db_for_write(Message)]
+    meta = Message._meta
+    model_fields = [meta.get_field(name) for name in fields]
+    qn = connection.ops.quote_name
+    # Identifiers come from the model's own metadata, quoted; values are parameters.
+    sql = "UPDATE {} SET {} WHERE {} = %s".format(  # noqa: S608
+        qn(meta.db_table),
+        ", ".join(f"{qn(f.column)} = %s" for f in model_fields),
+        qn(meta.pk.column),
+    )
+    params = [
+        [f.get_db_prep_save(getattr(m, f.attname), connection=connection) for f in model_fields]
+        + [m.pk]
+        for m in messages
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
+
+
+def record_changes(changes: list[tuple], *, actor) -> None:
+    """Audit rows, outbox events, signals and failure items for many changes
+    already saved (`bulk_save`). `changes` come from `transition_in_memory`,
+    in the order they happened. One audit INSERT and one outbox INSERT for
+    the lot; every change still gets its own audit row (`message.<state>`)
+    and its own `messaging.message.<state>` event, and
+    `message_status_changed` is sent per change, in order, inside the
+    caller's transaction."""
+    if not changes:
+        return
+    actor = as_actor(actor)
+    now = timezone.now()
+    request_id = get_request_id()
+    audits, events = [], []
+    for message, from_state, to_state, payload, reason, metadata in changes:
+        audits.append(
+            AuditEvent(
+                created_at=now,
+                organization_id=message.organization_id,
+                actor_kind=actor.kind,
+                actor_id=actor.id,
+                actor_label=actor.label[:200],
+                action=f"message.{to_state}",
+                object_type="messaging.message",
+                object_id=str(message.pk),
+                from_state=from_state or "",
+                to_state=to_state,
+                reason=reason or "",
+                request_id=request_id,
+                metadata={
+                    "enrollment_id": message.enrollment_id,
+                    "template": f"{message.template_key} v{message.template_version}",
+                    "channel": message.channel,
+                    **(metadata or {}),
+                },
+            )
+        )
+        events.append(
+            {
+                "organization": message.organization_id,
+                "event_type_name": f"messaging.message.{to_state}",
+                "payload": payload,
+            }
+        )
+    AuditEvent.objects.bulk_create(audits, batch_size=1000)
+    outbox_write_many(events)
+    distinct = list({id(m): m for m, *_rest in changes}.values())
+    message_status_batch.send(sender=Message, messages=distinct)
+    for message, from_state, to_state, _payload, reason, _metadata in changes:
+        if to_state == message.state:
+            _after_change(message, from_state=from_state, actor=actor, reason=reason)
+        else:
+            # An intermediate change (sent, then delivered in the same batch):
+            # the signal reports it; failure items concern the final state only.
+            message_status_changed.send(
+                sender=Message, message=message, from_state=from_state, to_state=to_state
+            )
+
+
+def transition_in_memory(
+    message: Message, name: str, changes: list, *, reason: str = "", metadata=None, **kwargs
+) -> None:
+    """Run transition `name` in memory (checked by django-fsm; raises
+    TransitionNotAllowed) and queue its record for `record_changes`. The
+    caller saves the message (`bulk_save`) before calling `record_changes`."""
+    check_transition(message, name)
+    from_state = message.state
+    getattr(message, name)(**kwargs)
+    payload = message_payload(message, from_state=from_state, reason=reason)
+    changes.append((message, from_state, message.state, payload, reason, metadata))

@@ -192,9 +192,7 @@ def test_retry_runs_the_registered_action_and_is_audited(org, coordinator):
     from programs.registries import register_exception_kind
 
     register_exception_kind("test_retryable", "Retryable (test)")
-    item, _ = exception_raise(
-        organization=org, kind="test_retryable", title="x", dedup_key="r:1"
-    )
+    item, _ = exception_raise(organization=org, kind="test_retryable", title="x", dedup_key="r:1")
     outcome = exception_retry(exception_id=item.pk, actor=coordinator)
     assert outcome == "re-queued 1 delivery"
     assert calls == [(item.pk, coordinator.username)]

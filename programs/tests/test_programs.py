@@ -112,22 +112,43 @@ def test_the_shipped_dpp_definition_is_valid(dpp_document):
 @pytest.mark.parametrize(
     ("mutate", "path", "fragment"),
     [
-        (lambda d: d["stages"][2]["steps"][1].update(due_after="5 days"), "stages[2].steps[1]"
-         ".due_after", "ISO 8601 duration"),
-        (lambda d: d["stages"][2]["steps"][0].update(kind="carrier_pigeon"),
-         "stages[2].steps[0].kind", "not one of"),
+        (
+            lambda d: d["stages"][2]["steps"][1].update(due_after="5 days"),
+            "stages[2].steps[1].due_after",
+            "ISO 8601 duration",
+        ),
+        (
+            lambda d: d["stages"][2]["steps"][0].update(kind="carrier_pigeon"),
+            "stages[2].steps[0].kind",
+            "not one of",
+        ),
         (lambda d: d["stages"][0].update(state="sleeping"), "stages[0].state", "'sleeping'"),
-        (lambda d: d["stages"][2]["steps"][0].pop("completes_on"),
-         "stages[2].steps[0].completes_on", "needs the event type"),
-        (lambda d: d["stages"][2]["steps"][2].update(key="consent_recorded"),
-         "stages[2].steps[2].key", "already used"),
-        (lambda d: d["program"].update(timezone="Mars/Olympus"), "program.timezone",
-         "IANA timezone"),
-        (lambda d: d["stages"][2]["steps"][0].update(colour="red"), "stages[2].steps[0]",
-         "unknown field"),
+        (
+            lambda d: d["stages"][2]["steps"][0].pop("completes_on"),
+            "stages[2].steps[0].completes_on",
+            "needs the event type",
+        ),
+        (
+            lambda d: d["stages"][2]["steps"][2].update(key="consent_recorded"),
+            "stages[2].steps[2].key",
+            "already used",
+        ),
+        (
+            lambda d: d["program"].update(timezone="Mars/Olympus"),
+            "program.timezone",
+            "IANA timezone",
+        ),
+        (
+            lambda d: d["stages"][2]["steps"][0].update(colour="red"),
+            "stages[2].steps[0]",
+            "unknown field",
+        ),
         (lambda d: d.pop("stages"), "(document)", "'stages' is a required property"),
-        (lambda d: d["stages"][1]["steps"][0].pop("message"), "stages[1].steps[0].message",
-         "needs message.template"),
+        (
+            lambda d: d["stages"][1]["steps"][0].pop("message"),
+            "stages[1].steps[0].message",
+            "needs message.template",
+        ),
         (lambda d: d["stages"].append(dict(d["stages"][0])), "stages[4].state", "already has"),
     ],
 )
@@ -140,7 +161,7 @@ def test_definition_errors_name_the_path_and_the_reason(dpp_document, mutate, pa
 def test_malformed_yaml_names_line_and_column():
     with pytest.raises(DefinitionError) as info:
         load_definition_text("program: {slug: x\nstages: [")
-    (where, message), = info.value.errors
+    ((where, message),) = info.value.errors
     assert where.startswith("line ") and "not valid YAML" in message
 
 
