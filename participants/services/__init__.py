@@ -6,7 +6,7 @@ from participants.services.enrollments import (
     enrollment_open,
     enrollment_transition,
 )
-from participants.services.events import IngestResult, event_ingest
+from participants.services.events import IngestResult, event_ingest, events_ingest_many
 from participants.services.participants import participant_upsert
 from participants.services.steps import (
     compute_due_at,
@@ -23,6 +23,7 @@ __all__ = [
     "enrollment_open",
     "enrollment_transition",
     "event_ingest",
+    "events_ingest_many",
     "participant_upsert",
     "sla_sweep",
     "step_complete",

@@ -12,7 +12,8 @@ from programs.models import ProgramState
 from programs.services import membership_grant, organization_create, program_activate
 from programs.services.programs import program_load_definition
 
-DPP = Path(__file__).resolve().parents[2] / "fixtures" / "dpp.yaml"
+# The demo seed orchestrates every app, so it lives in the top app.
+DPP = Path(__file__).resolve().parents[3] / "programs" / "fixtures" / "dpp.yaml"
 DEMO_USERS = (("coordinator", "coordinator"), ("lead", "lead"), ("auditor", "auditor"))
 DEMO_PARTICIPANTS = 300
 DEMO_DAYS = 4
