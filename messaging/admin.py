@@ -1,4 +1,4 @@
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.utils.html import format_html, linebreaks
 
 from messaging.models import (
@@ -18,22 +18,9 @@ from messaging.services import (
     template_publish,
 )
 from programs.actors import Actor
-from programs.admin_scoping import OrganizationScopedAdmin, ReadOnlyAdmin
-from programs.errors import BatonError
+from programs.admin_scoping import OrganizationScopedAdmin, ReadOnlyAdmin, run_per_item
 
-
-def _bulk(request, queryset, func):
-    done, failed = 0, []
-    for obj in queryset:
-        try:
-            func(obj)
-            done += 1
-        except (BatonError, ValueError) as exc:
-            failed.append(f"#{obj.pk}: {exc}")
-    if done:
-        messages.success(request, f"{done} item(s) done.")
-    for line in failed[:20]:
-        messages.error(request, line)
+_bulk = run_per_item
 
 
 @admin.action(description="Publish selected drafts", permissions=["change"])

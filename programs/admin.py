@@ -1,6 +1,6 @@
 from datetime import timedelta
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.core.paginator import Paginator
 from django.urls import reverse
 from django.utils import timezone
@@ -8,8 +8,12 @@ from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from programs.actors import Actor
-from programs.admin_scoping import OrganizationScopedAdmin, ReadOnlyAdmin, ServiceTransitionAdmin
-from programs.errors import BatonError
+from programs.admin_scoping import (
+    OrganizationScopedAdmin,
+    ReadOnlyAdmin,
+    ServiceTransitionAdmin,
+    run_per_item,
+)
 from programs.models import (
     AuditEvent,
     JobHeartbeat,
@@ -171,19 +175,7 @@ def retry_selected(modeladmin, request, queryset):
     _bulk(request, queryset, lambda e: exception_retry(exception_id=e.pk, actor=_actor(request)))
 
 
-def _bulk(request, queryset, func):
-    """Run `func` per item through its service; one failure never undoes others."""
-    done, failed = 0, []
-    for item in queryset:
-        try:
-            func(item)
-            done += 1
-        except (BatonError, ValueError) as exc:
-            failed.append(f"#{item.pk}: {exc}")
-    if done:
-        messages.success(request, f"{done} item(s) done.")
-    for line in failed[:20]:
-        messages.error(request, line)
+_bulk = run_per_item
 
 
 class CappedCountPaginator(Paginator):

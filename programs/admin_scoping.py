@@ -112,3 +112,19 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+def run_per_item(request, queryset, func):
+    """Run `func(obj)` for each row through its service; one failure never
+    undoes the others. Reports the count done and each failure (first 20)."""
+    done, failed = 0, []
+    for obj in queryset:
+        try:
+            func(obj)
+            done += 1
+        except (BatonError, ValueError) as exc:
+            failed.append(f"#{obj.pk}: {exc}")
+    if done:
+        messages.success(request, f"{done} item(s) done.")
+    for line in failed[:20]:
+        messages.error(request, line)
