@@ -20,19 +20,17 @@ from messaging.services import (
 from programs.actors import Actor
 from programs.admin_scoping import OrganizationScopedAdmin, ReadOnlyAdmin, run_per_item
 
-_bulk = run_per_item
-
 
 @admin.action(description="Publish selected drafts", permissions=["change"])
 def publish_selected(modeladmin, request, queryset):
     actor = Actor.for_user(request.user)
-    _bulk(request, queryset, lambda t: template_publish(template_id=t.pk, actor=actor))
+    run_per_item(request, queryset, lambda t: template_publish(template_id=t.pk, actor=actor))
 
 
 @admin.action(description="Create a new draft version of selected", permissions=["add"])
 def new_version_selected(modeladmin, request, queryset):
     actor = Actor.for_user(request.user)
-    _bulk(request, queryset, lambda t: template_new_version(template_id=t.pk, actor=actor))
+    run_per_item(request, queryset, lambda t: template_new_version(template_id=t.pk, actor=actor))
 
 
 @admin.register(MessageTemplate)
@@ -112,19 +110,21 @@ class MessageTemplateAdmin(OrganizationScopedAdmin):
 )
 def resend_selected(modeladmin, request, queryset):
     actor = Actor.for_user(request.user)
-    _bulk(request, queryset, lambda m: message_resend(message_id=m.pk, actor=actor, reason="admin"))
+    run_per_item(
+        request, queryset, lambda m: message_resend(message_id=m.pk, actor=actor, reason="admin")
+    )
 
 
 @admin.action(description="Switch channel and resend selected", permissions=["resend"])
 def switch_selected(modeladmin, request, queryset):
     actor = Actor.for_user(request.user)
-    _bulk(request, queryset, lambda m: message_switch_channel(message_id=m.pk, actor=actor))
+    run_per_item(request, queryset, lambda m: message_switch_channel(message_id=m.pk, actor=actor))
 
 
 @admin.action(description="Cancel selected (scheduled or queued)", permissions=["change"])
 def cancel_selected(modeladmin, request, queryset):
     actor = Actor.for_user(request.user)
-    _bulk(
+    run_per_item(
         request,
         queryset,
         lambda m: message_cancel(message_id=m.pk, actor=actor, reason="canceled in admin"),
@@ -166,7 +166,7 @@ class MessageAdmin(ReadOnlyAdmin, OrganizationScopedAdmin):
 )
 def revoke_selected(modeladmin, request, queryset):
     actor = Actor.for_user(request.user)
-    _bulk(
+    run_per_item(
         request,
         queryset,
         lambda o: opt_out_revoke(opt_out_id=o.pk, actor=actor, reason="revoked in admin"),

@@ -150,18 +150,22 @@ class AuditEventAdmin(ReadOnlyAdmin, OrganizationScopedAdmin):
 
 @admin.action(description="Claim selected items", permissions=["change"])
 def claim_selected(modeladmin, request, queryset):
-    _bulk(request, queryset, lambda e: exception_claim(exception_id=e.pk, actor=_actor(request)))
+    run_per_item(
+        request, queryset, lambda e: exception_claim(exception_id=e.pk, actor=_actor(request))
+    )
 
 
 @admin.action(description="Release selected items", permissions=["change"])
 def release_selected(modeladmin, request, queryset):
-    _bulk(request, queryset, lambda e: exception_release(exception_id=e.pk, actor=_actor(request)))
+    run_per_item(
+        request, queryset, lambda e: exception_release(exception_id=e.pk, actor=_actor(request))
+    )
 
 
 @admin.action(description="Snooze selected items for 1 day", permissions=["bulk_act"])
 def snooze_selected(modeladmin, request, queryset):
     until = timezone.now() + timedelta(days=1)
-    _bulk(
+    run_per_item(
         request,
         queryset,
         lambda e: exception_snooze(
@@ -172,10 +176,9 @@ def snooze_selected(modeladmin, request, queryset):
 
 @admin.action(description="Retry selected items", permissions=["bulk_act"])
 def retry_selected(modeladmin, request, queryset):
-    _bulk(request, queryset, lambda e: exception_retry(exception_id=e.pk, actor=_actor(request)))
-
-
-_bulk = run_per_item
+    run_per_item(
+        request, queryset, lambda e: exception_retry(exception_id=e.pk, actor=_actor(request))
+    )
 
 
 class CappedCountPaginator(Paginator):

@@ -41,11 +41,8 @@ def audit_record(
         object_type = object_type or object_type_of(target)
         object_id = target.pk
         if organization is None:
-            organization = (
-                getattr(target, "organization", None)
-                if hasattr(target, "organization_id")
-                else None
-            )
+            # The id only: reading `target.organization` would cost a query.
+            organization = getattr(target, "organization_id", None)
     organization_id = getattr(organization, "pk", organization)
     return AuditEvent.objects.create(
         created_at=timezone.now(),
