@@ -324,6 +324,8 @@ class ParticipantEvent(models.Model):
         indexes = [
             models.Index(fields=["participant", "event_type", "disposition"]),
             models.Index(fields=["organization", "external_ref"]),
+            # The participant timeline pages a participant's events by time.
+            models.Index(fields=["participant", "occurred_at"], name="pevent_timeline_idx"),
         ]
 
     def __str__(self):

@@ -250,6 +250,14 @@ class AuditEvent(models.Model):
         indexes = [
             models.Index(fields=["object_type", "object_id", "created_at"]),
             models.Index(fields=["organization", "created_at"]),
+            # People's actions per organization and time (the dashboard's
+            # manual interventions today, the daily metrics snapshot): a
+            # small share of the trail, so a partial index.
+            models.Index(
+                fields=["organization", "created_at"],
+                condition=Q(actor_kind="user"),
+                name="audit_user_actions_idx",
+            ),
         ]
 
     def __str__(self):
@@ -342,6 +350,39 @@ class OpsException(FSMModelMixin, models.Model):
             models.Index(fields=["assignee", "state"]),
             models.Index(fields=["subject_type", "subject_id"]),
             models.Index(fields=["state", "snoozed_until"]),
+            # The console queues read only active items, in queue order, and
+            # filter on the INCLUDEd columns: partial (about a tenth of the
+            # table) and covering, so a page, a capped count or the facet
+            # sample is an index-only scan that stops after LIMIT rows.
+            models.Index(
+                fields=["organization", "state", "-priority", "first_seen_at", "id"],
+                include=["kind", "severity", "program", "due_by", "assignee"],
+                condition=Q(state__in=["open", "claimed", "snoozed"]),
+                name="opsexc_active_queue_idx",
+            ),
+            # "My queue": one person's active items in queue order.
+            models.Index(
+                fields=["assignee", "state", "-priority", "first_seen_at", "id"],
+                include=["organization", "kind", "severity", "program", "due_by"],
+                condition=Q(state__in=["open", "claimed", "snoozed"], assignee__isnull=False),
+                name="opsexc_mine_queue_idx",
+            ),
+            # The dashboard's "today" figures and the daily metrics snapshot:
+            # items of a program opened, or closed, within a time window.
+            models.Index(fields=["program", "first_seen_at"], name="opsexc_program_opened_idx"),
+            models.Index(
+                fields=["program", "resolved_at"],
+                condition=Q(resolved_at__isnull=False),
+                name="opsexc_program_closed_idx",
+            ),
+            # The dashboard's backlog aging: a program's active items by age,
+            # counted index-only from narrow entries.
+            models.Index(
+                fields=["program", "first_seen_at"],
+                include=["organization", "due_by"],
+                condition=Q(state__in=["open", "claimed", "snoozed"]),
+                name="opsexc_program_backlog_idx",
+            ),
         ]
         permissions = [
             ("bulk_act_opsexception", "Can run bulk actions on exceptions"),

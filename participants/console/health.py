@@ -13,6 +13,7 @@ import statistics
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.db import connection
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -34,6 +35,7 @@ from programs.models import ACTIVE_EXCEPTION_STATES, ExceptionState, OpsExceptio
 DAYS = 14
 WEEKS = 8
 MEDIAN_SAMPLE = 2000
+BACKLOG_CAP = 10_000
 AGING_BUCKETS = [
     ("< 1 day", timedelta(0), timedelta(days=1)),
     ("1-3 days", timedelta(days=1), timedelta(days=3)),
@@ -87,9 +89,9 @@ def _today_live(program, now) -> dict:
     base = OpsException.objects.filter(organization_id=program.organization_id, program=program)
     # One query for both: today's rows are few (opened today or resolved today).
     rows = list(
-        base.filter(Q(first_seen_at__gte=start) | Q(resolved_at__gte=start)).values_list(
-            "first_seen_at", "resolved_at", "state"
-        )
+        base.filter(Q(first_seen_at__gte=start) | Q(resolved_at__gte=start))
+        .order_by()
+        .values_list("first_seen_at", "resolved_at", "state")
     )
     opened = sum(1 for first, _r, _s in rows if first >= start)
     resolved = [
@@ -138,23 +140,53 @@ def exceptions_per_day(program, now, snapshots=None, today=None) -> list[dict]:
     return rows
 
 
-def backlog_aging(program, now) -> list[dict]:
-    aggregates = {}
-    for i, (_label, low, high) in enumerate(AGING_BUCKETS):
-        cond = Q(first_seen_at__lte=now - low)
-        if high is not None:
-            cond &= Q(first_seen_at__gt=now - high)
-        aggregates[f"b{i}"] = Count("pk", filter=cond)
-    aggregates["overdue"] = Count("pk", filter=Q(due_by__lt=now))
-    result = OpsException.objects.filter(
+def _capped_counts(querysets, cap) -> list[tuple[int, bool]]:
+    """COUNT of each queryset up to `cap` rows, all in one statement: each is
+    a COUNT over a LIMITed subquery, which stops reading at cap + 1 rows."""
+    parts, params = [], []
+    for i, qs in enumerate(querysets):
+        inner = qs.order_by()[: cap + 1]
+        sql, inner_params = inner.query.get_compiler(using=inner.db).as_sql()
+        parts.append(f"(SELECT COUNT(*) FROM ({sql}) c{i})")  # noqa: S608 (compiled SQL, %s params)
+        params.extend(inner_params)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join(parts), params)
+        counts = cursor.fetchone()
+    return [(min(int(n), cap), int(n) > cap) for n in counts]
+
+
+def _count_text(n: int, capped: bool) -> str:
+    return f"{n:,}+" if capped else f"{n:,}"
+
+
+def backlog_aging(program, now):
+    """Active items by age bucket, and how many are past their SLA.
+
+    Counted index-only (opsexc_program_backlog_idx), each count capped at
+    BACKLOG_CAP: a backlog of a hundred thousand items shows "10,000+"
+    rather than counting every row on each page view."""
+    active = OpsException.objects.filter(
         organization_id=program.organization_id,
         program=program,
         state__in=ACTIVE_EXCEPTION_STATES,
-    ).aggregate(**aggregates)
+    ).values("first_seen_at")
+    querysets = []
+    for _label, low, high in AGING_BUCKETS:
+        qs = active.filter(first_seen_at__lte=now - low)
+        if high is not None:
+            qs = qs.filter(first_seen_at__gt=now - high)
+        querysets.append(qs)
+    querysets.append(active.filter(due_by__lt=now))
+    *counts, (overdue, overdue_capped) = _capped_counts(querysets, BACKLOG_CAP)
     buckets = [
-        {"label": label, "n": result[f"b{i}"]} for i, (label, _l, _h) in enumerate(AGING_BUCKETS)
+        {"label": label, "n": n, "capped": capped, "text": _count_text(n, capped)}
+        for (label, _l, _h), (n, capped) in zip(AGING_BUCKETS, counts, strict=True)
     ]
-    return buckets, result["overdue"]
+    return buckets, {
+        "n": overdue,
+        "capped": overdue_capped,
+        "text": _count_text(overdue, overdue_capped),
+    }
 
 
 def median_time_to_resolve(
@@ -333,8 +365,13 @@ def program_health(program) -> dict:
         "resolved_total": sum(r["resolved"] for r in per_day),
         "aging": aging,
         "aging_chart": bar_chart(
-            [b["n"] for b in aging], [b["label"] for b in aging], width=360, height=150
+            [b["n"] for b in aging],
+            [f"{b['label']} ({b['text']})" for b in aging],
+            width=360,
+            height=150,
         ),
+        "aging_capped": any(b["capped"] for b in aging) or overdue["capped"],
+        "backlog_cap": f"{BACKLOG_CAP:,}",
         "overdue": overdue,
         "median": median,
         "median_text": human_duration(median),

@@ -27,7 +27,9 @@ def _enrollment_context(enrollment: Enrollment, step: StepInstance | None = None
             ("Step", f"{step.title} ({step.get_state_display()})"),
             ("Step due", f"{step.due_at:%Y-%m-%d %H:%M} UTC" if step.due_at else "—"),
         ]
-    rows = sorted(enrollment_timeline(enrollment), key=lambda r: r.at, reverse=True)
+    # The newest few rows only: each source is LIMITed in the database.
+    rows = enrollment_timeline(enrollment, limit=RECENT_ROWS, newest_first=True)
+    rows.sort(key=lambda r: r.at, reverse=True)
     return SubjectContext(
         title="Participant context",
         fields=fields,

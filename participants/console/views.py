@@ -5,10 +5,11 @@ enrollment or program is a 404."""
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
+from django.http import QueryDict
 from django.shortcuts import get_object_or_404, render
 
 from participants.console import health
-from participants.console.timeline import MAX_ROWS, build_timeline, step_rows
+from participants.console.timeline import Cursor, step_rows, timeline_page
 from participants.models import Enrollment
 from programs.models import Program
 from programs.security.audit import audited_read
@@ -25,27 +26,35 @@ def timeline(request, pk):
         ),
         pk=pk,
     )
-    rows, failed = build_timeline(enrollment)
-    kinds = sorted({r.kind for r in rows})
-    wanted = [k for k in request.GET.getlist("kind") if k in kinds]
-    if wanted:
-        rows = [r for r in rows if r.kind in wanted]
+    wanted = [k for k in request.GET.getlist("kind") if k and len(k) <= 40]
+    cursor = Cursor.decode(request.GET.get("before", ""))
+    page = timeline_page(enrollment, cursor=cursor, kinds=wanted)
+    wanted = [k for k in wanted if k in page.kinds]
     newest_first = request.GET.get("order") == "desc"
-    total = len(rows)
-    rows = list(reversed(rows))[:MAX_ROWS] if newest_first else rows[-MAX_ROWS:]
+    # Pages run from the newest rows backwards; each is shown in the order asked.
+    rows = page.rows if newest_first else list(reversed(page.rows))
+    keep = QueryDict(mutable=True)
+    keep.setlist("kind", wanted)
+    if newest_first:
+        keep["order"] = "desc"
+    older = None
+    if page.next_cursor is not None:
+        older = keep.copy()
+        older["before"] = page.next_cursor.encode()
     return render(
         request,
         "console/timeline.html",
         {
             "enrollment": enrollment,
             "rows": rows,
-            "total": total,
-            "truncated": total > MAX_ROWS,
-            "max_rows": MAX_ROWS,
-            "kinds": kinds,
+            "page_rows": page.page_rows,
+            "paged": cursor is not None,
+            "older_query": older.urlencode() if older is not None else "",
+            "latest_query": keep.urlencode(),
+            "kinds": page.kinds,
             "wanted": wanted,
             "newest_first": newest_first,
-            "failed": failed,
+            "failed": page.failed,
             "steps": step_rows(enrollment),
         },
     )

@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from django.http import QueryDict
 from django.urls import reverse
 from django.utils import timezone
 
@@ -202,3 +203,237 @@ def test_dashboard_and_timeline_query_counts_are_bounded(
         response = client.get(reverse("participants_console:timeline", args=[enrollments[0].pk]))
     assert response.status_code == 200
     assert Enrollment.objects.count() == 10
+
+
+def _history(enrollment, n, *, start=None, ties_every=4):
+    """`n` transition rows for the enrollment, oldest first; every
+    `ties_every`-th pair shares its timestamp (ties across a page edge)."""
+    from programs.models import AuditEvent
+
+    start = start or timezone.now() - timedelta(days=30)
+    rows, at = [], start
+    for i in range(n):
+        if i % ties_every:
+            at = at + timedelta(minutes=1)
+        rows.append(
+            AuditEvent(
+                created_at=at,
+                organization_id=enrollment.organization_id,
+                actor_kind="system",
+                actor_label="system:test",
+                action=f"enrollment.bench_{i:04d}",
+                object_type="participants.enrollment",
+                object_id=str(enrollment.pk),
+                to_state="active",
+            )
+        )
+    AuditEvent.objects.bulk_create(rows)
+
+
+def test_timeline_pages_backwards_from_the_newest_row_and_sees_each_row_once(
+    client, org, program, coordinator, monkeypatch
+):
+    # given a history four pages long, with rows sharing timestamps
+    from participants.console import timeline
+
+    monkeypatch.setattr(timeline, "PAGE_ROWS", 7)
+    enrollment = enroll(org, program)
+    _history(enrollment, 25)
+    client.force_login(coordinator)
+    url = reverse("participants_console:timeline", args=[enrollment.pk])
+    # when the coordinator follows "Earlier rows" until there are none
+    seen, query, pages = [], {"order": "desc"}, 0
+    while True:
+        response = client.get(url, query)
+        assert response.status_code == 200
+        rows = response.context["rows"]
+        assert len(rows) <= 7
+        seen.extend(rows)
+        pages += 1
+        older = response.context["older_query"]
+        if not older:
+            break
+        assert "Earlier rows" in response.content.decode()
+        parsed = QueryDict(older)
+        query = {key: parsed.getlist(key) for key in parsed}
+        assert pages < 20
+    # then every row appears exactly once, newest first
+    titles = [r.title for r in seen if r.title.startswith("bench")]
+    assert len(titles) == 25
+    assert len(set(titles)) == 25
+    assert [r.at for r in seen] == sorted((r.at for r in seen), reverse=True)
+    assert pages >= 4
+
+
+def test_timeline_page_without_order_shows_the_latest_rows_oldest_first(
+    client, org, program, coordinator, monkeypatch
+):
+    # given
+    from participants.console import timeline
+
+    monkeypatch.setattr(timeline, "PAGE_ROWS", 10)
+    enrollment = enroll(org, program)
+    _history(enrollment, 30, start=timezone.now() + timedelta(hours=1))
+    client.force_login(coordinator)
+    # when
+    response = client.get(reverse("participants_console:timeline", args=[enrollment.pk]))
+    # then: the ten newest rows, in time order, and a link to earlier ones
+    rows = response.context["rows"]
+    assert len(rows) == 10
+    assert [r.at for r in rows] == sorted(r.at for r in rows)
+    assert rows[-1].title == "bench 0029"
+    assert response.context["older_query"]
+    assert "up to 10 a page" in response.content.decode()
+
+
+def test_timeline_query_count_does_not_grow_with_the_history(
+    client, org, program, coordinator, django_assert_max_num_queries
+):
+    # given a participant with hundreds of rows and dozens of queue items
+    enrollment = enroll(org, program)
+    _history(enrollment, 400)
+    for i in range(30):
+        item, _ = exception_raise(
+            organization=org,
+            program=program,
+            kind="manual",
+            title=f"item {i}",
+            dedup_key=f"busy{i}",
+            subject=enrollment,
+            actor=SYSTEM,
+        )
+        exception_resolve(exception_id=item.pk, actor=SYSTEM, note="done")
+    client.force_login(coordinator)
+    url = reverse("participants_console:timeline", args=[enrollment.pk])
+    client.get(url)
+    # when / then
+    with django_assert_max_num_queries(17):
+        response = client.get(url, {"order": "desc"})
+    from participants.console.timeline import PAGE_ROWS
+
+    assert len(response.context["rows"]) == PAGE_ROWS
+    assert response.context["older_query"]
+
+
+def test_timeline_leaves_out_its_own_read_audit_rows(client, org, program, coordinator):
+    # given a timeline that has been viewed (each view is audited)
+    enrollment = enroll(org, program)
+    client.force_login(coordinator)
+    url = reverse("participants_console:timeline", args=[enrollment.pk])
+    client.get(url)
+    # when
+    response = client.get(url)
+    # then
+    assert not [r for r in response.context["rows"] if "viewed" in r.title]
+
+
+def test_item_page_participant_context_shows_only_the_latest_rows(
+    client, org, program, coordinator
+):
+    # given an item about an enrollment with a long history
+    from participants.console.subjects import RECENT_ROWS
+
+    enrollment = enroll(org, program)
+    _history(enrollment, 60, start=timezone.now() + timedelta(hours=1))
+    item, _ = exception_raise(
+        organization=org, kind="manual", title="x", dedup_key="x", subject=enrollment, actor=SYSTEM
+    )
+    client.force_login(coordinator)
+    # when
+    response = client.get(reverse("console:item", args=[item.pk]))
+    # then
+    rows = response.context["subject"].rows
+    assert len(rows) == RECENT_ROWS
+    assert rows[0].title == "bench 0059"
+    assert [r.at for r in rows] == sorted((r.at for r in rows), reverse=True)
+
+
+def test_dashboard_backlog_counts_are_capped_and_say_so(
+    client, org, program, coordinator, monkeypatch
+):
+    # given more old active items than the cap
+    from participants.console import health
+    from programs.models import OpsException
+
+    monkeypatch.setattr(health, "BACKLOG_CAP", 3)
+    for i in range(5):
+        exception_raise(
+            organization=org,
+            program=program,
+            kind="manual",
+            title=f"old {i}",
+            dedup_key=f"old{i}",
+            actor=SYSTEM,
+        )
+    OpsException.objects.update(
+        first_seen_at=timezone.now() - timedelta(days=10),
+        due_by=timezone.now() - timedelta(days=9),
+    )
+    client.force_login(coordinator)
+    # when
+    response = client.get(reverse("participants_console:dashboard", args=[program.pk]))
+    # then
+    aging = response.context["aging"]
+    assert [b["n"] for b in aging] == [0, 0, 0, 3]
+    assert aging[-1]["text"] == "3+"
+    assert response.context["overdue"]["text"] == "3+"
+    assert "at least that many" in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    "before", ["garbage", "2026-13-45T99:00:00+00:00~3", "2026-01-01T00:00:00~x"]
+)
+def test_a_malformed_timeline_cursor_shows_the_latest_page(
+    client, org, program, coordinator, before
+):
+    # given
+    enrollment = enroll(org, program)
+    client.force_login(coordinator)
+    # when
+    response = client.get(
+        reverse("participants_console:timeline", args=[enrollment.pk]), {"before": before}
+    )
+    # then
+    assert response.status_code == 200
+    assert not response.context["paged"]
+    assert any(r.kind == "transition" for r in response.context["rows"])
+
+
+def test_timeline_pages_through_queue_item_rows_without_gaps(
+    client, org, program, coordinator, monkeypatch
+):
+    # given 12 items about the enrollment, each with 3 audit rows (36 rows),
+    # and pages of 5 rows
+    from participants.console import timeline
+
+    monkeypatch.setattr(timeline, "PAGE_ROWS", 5)
+    enrollment = enroll(org, program)
+    for i in range(12):
+        item, _ = exception_raise(
+            organization=org,
+            program=program,
+            kind="manual",
+            title=f"item {i}",
+            dedup_key=f"gap{i}",
+            subject=enrollment,
+            actor=SYSTEM,
+        )
+        exception_claim(exception_id=item.pk, actor=coordinator)
+        exception_resolve(exception_id=item.pk, actor=coordinator, note="ok")
+    client.force_login(coordinator)
+    url = reverse("participants_console:timeline", args=[enrollment.pk])
+    # when
+    seen, query = [], {"kind": "exception", "order": "desc"}
+    for _ in range(20):
+        response = client.get(url, query)
+        seen.extend(response.context["rows"])
+        older = response.context["older_query"]
+        if not older:
+            break
+        parsed = QueryDict(older)
+        query = {key: parsed.getlist(key) for key in parsed}
+    # then
+    keys = [(r.at, r.title) for r in seen]
+    assert len(keys) == 36
+    assert len(set(keys)) == 36
+    assert {r.kind for r in seen} == {"exception"}

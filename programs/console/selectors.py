@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from programs.models import (
     ACTIVE_EXCEPTION_STATES,
+    SEVERITY_RANK,
     AuditEvent,
     ExceptionState,
     OpsException,
@@ -141,7 +142,9 @@ def apply_filters(qs, f: QueueFilters, now=None):
     if f.kind:
         qs = qs.filter(kind=f.kind)
     if f.severity:
-        qs = qs.filter(severity=f.severity)
+        # The priority is the severity's rank (set with it by every writer):
+        # filtering on it too keeps the queue index range tight.
+        qs = qs.filter(severity=f.severity, priority=SEVERITY_RANK[f.severity])
     if f.program:
         qs = qs.filter(program_id=f.program)
     if f.age:
@@ -156,18 +159,19 @@ def apply_filters(qs, f: QueueFilters, now=None):
     return qs
 
 
-def _top(tab, user, f, n, fields, now=None):
-    """The first `n` rows of a tab in queue order, as value tuples.
+def _top_queryset(tab, user, f, n, fields, now=None, start=0):
+    """Rows `start` to `n` of a tab in queue order, as a values_list queryset.
 
     With several states (All open, My queue) one ordered query would sort
     every active row; on PostgreSQL it is a UNION ALL of one index-ordered,
-    LIMITed scan per state (index organization, state, -priority,
-    first_seen_at), merged and cut again, so it reads at most n rows per state.
+    LIMITed scan per state (the partial, covering index
+    opsexc_active_queue_idx, or opsexc_mine_queue_idx for My queue), merged
+    and cut again, so it reads at most n index entries per state.
     """
     states = TAB_STATES[tab]
     if len(states) == 1 or connection.vendor != "postgresql":
         qs = apply_filters(tab_queryset(tab, user), f, now=now)
-        return list(qs.order_by(*ORDERING).values_list(*fields)[:n])
+        return qs.order_by(*ORDERING).values_list(*fields)[start:n]
     parts = [
         apply_filters(tab_queryset(tab, user, states=[state]), f, now=now)
         .order_by(*ORDERING)
@@ -175,7 +179,11 @@ def _top(tab, user, f, n, fields, now=None):
         for state in states
     ]
     union = parts[0].union(*parts[1:], all=True)
-    return list(union.order_by(*ORDERING)[:n])
+    return union.order_by(*ORDERING)[start:n]
+
+
+def _top(tab, user, f, n, fields, now=None):
+    return list(_top_queryset(tab, user, f, n, fields, now=now))
 
 
 def queue_page(tab: str, user, f: QueueFilters, page: int = 1):
@@ -196,43 +204,64 @@ def tab_counts(user) -> dict[str, CappedCount]:
 def facet_counts(tab: str, user, f: QueueFilters) -> dict:
     """Per-value counts of each filter within the tab and the other filters.
 
-    Counted in Python over the first FACET_CAP items of the tab (in queue
-    order, one query of small tuples): exact below that; above it the counts
-    describe the most urgent FACET_CAP items and the page says so.
+    Counted over the first FACET_CAP items of the tab (in queue order) by one
+    aggregate query around the LIMITed queue query, so no row reaches Python:
+    exact below the cap; above it the counts describe the most urgent
+    FACET_CAP items and the page says so.
     """
     now = timezone.now()
-    rows = _top(
-        tab,
-        user,
-        f,
-        FACET_CAP + 1,
-        ("pk", "priority", "first_seen_at", "kind", "severity", "due_by"),
-        now=now,
+    fields = ("pk", "priority", "first_seen_at", "kind", "severity", "due_by")
+    sample = _top_queryset(tab, user, f, FACET_CAP, fields, now=now)
+    beyond = _top_queryset(
+        tab, user, f, FACET_CAP + 1, ("pk", "priority", "first_seen_at"), now=now, start=FACET_CAP
     )
-    capped = len(rows) > FACET_CAP
-    rows = rows[:FACET_CAP]
-    kinds = {k: 0 for k in registry.exception_kinds}
-    severities = {s: 0 for s in Severity.values}
-    ages = {a: 0 for a in AGE_BUCKETS}
-    due = {"overdue": 0, "ontime": 0}
-    for _pk, _prio, first_seen, kind, severity, due_by in rows:
-        if kind in kinds:
-            kinds[kind] += 1
-        if severity in severities:
-            severities[severity] += 1
-        age = now - first_seen
-        for key, (_label, low, high) in AGE_BUCKETS.items():
-            if age >= low and (high is None or age < high):
-                ages[key] += 1
-                break
-        due["overdue" if due_by < now else "ontime"] += 1
+    inner_sql, inner_params = sample.query.get_compiler(using=sample.db).as_sql()
+    more_sql, more_params = beyond.query.get_compiler(using=beyond.db).as_sql()
+    q = connection.ops.quote_name
+    adapt = connection.ops.adapt_datetimefield_value
+    columns, params = [], []
+
+    def case(condition, *values):
+        columns.append(f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)")
+        params.extend(values)
+
+    kind_keys = list(registry.exception_kinds)
+    for key in kind_keys:
+        case(f"t.{q('kind')} = %s", key)
+    for value in Severity.values:
+        case(f"t.{q('severity')} = %s", value)
+    for _label, low, high in AGE_BUCKETS.values():
+        if high is None:
+            case(f"t.{q('first_seen_at')} <= %s", adapt(now - low))
+        else:
+            case(
+                f"t.{q('first_seen_at')} <= %s AND t.{q('first_seen_at')} > %s",
+                adapt(now - low),
+                adapt(now - high),
+            )
+    case(f"t.{q('due_by')} < %s", adapt(now))
+    # One statement: the sums over the sample, and whether a row lies beyond it.
+    sql = (
+        f"SELECT COUNT(*), {', '.join(columns)}, "  # noqa: S608 (quoted names and %s only)
+        f"(SELECT COUNT(*) FROM ({more_sql}) m) FROM ({inner_sql}) t"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *more_params, *inner_params])
+        total, *sums, more = (int(v or 0) for v in cursor.fetchone())
+    capped = more > 0
+    it = iter(sums)
+    kinds = {k: next(it) for k in kind_keys}
+    severities = {s: next(it) for s in Severity.values}
+    ages = {a: next(it) for a in AGE_BUCKETS}
+    overdue = next(it)
     return {
         "capped": capped,
-        "total": CappedCount(len(rows), capped),
+        "sample": f"{FACET_CAP:,}",
+        "total": CappedCount(total, capped),
         "kind": kinds,
         "severity": severities,
         "age": ages,
-        "due": due,
+        "due": {"overdue": overdue, "ontime": total - overdue},
     }
 
 

@@ -479,3 +479,71 @@ def test_item_detail_query_count_is_bounded(
         response = client.get(reverse("console:item", args=[item.pk]))
     assert response.context["item"].occurrences == 31
     assert b"Resolve" in response.content
+
+
+def test_facet_counts_cover_every_filter_exactly_below_the_cap(client, org, coordinator):
+    # given items of two severities, ages and SLA states
+    now = timezone.now()
+    fresh = raise_item(org, "a", severity="high")
+    old = raise_item(org, "b", severity="low")
+    older = raise_item(org, "c", severity="low")
+    OpsException.objects.filter(pk=old.pk).update(
+        first_seen_at=now - timedelta(days=3), due_by=now - timedelta(days=1)
+    )
+    OpsException.objects.filter(pk=older.pk).update(
+        first_seen_at=now - timedelta(days=30), due_by=now - timedelta(days=20)
+    )
+    login(client, coordinator)
+    # when
+    response = client.get(reverse("console:queue", args=["open"]))
+    # then
+    facets = response.context["facets"]
+    assert not facets["capped"]
+    assert str(facets["total"]) == "3"
+    assert facets["severity"] == {"low": 2, "medium": 0, "high": 1, "critical": 0}
+    assert facets["age"] == {"lt1h": 1, "1h-1d": 0, "1d-7d": 1, "gt7d": 1}
+    assert facets["due"] == {"overdue": 2, "ontime": 1}
+    assert facets["kind"]["manual"] == 3
+    assert fresh.pk in [i.pk for i in response.context["items"]]
+
+
+def test_facet_counts_above_the_cap_describe_the_most_urgent_items(
+    client, org, coordinator, monkeypatch
+):
+    # given more items than the facet sample
+    from programs.console import selectors
+
+    monkeypatch.setattr(selectors, "FACET_CAP", 3)
+    raise_item(org, "crit", severity="critical")
+    for i in range(4):
+        raise_item(org, f"low{i}", severity="low")
+    login(client, coordinator)
+    # when
+    response = client.get(reverse("console:queue", args=["unassigned"]))
+    # then: the three most urgent (the critical one first), and the page says so
+    facets = response.context["facets"]
+    assert facets["capped"]
+    assert str(facets["total"]) == "3+"
+    assert facets["severity"]["critical"] == 1
+    assert facets["severity"]["low"] == 2
+    assert b"Counts cover the 3 most urgent items" in response.content
+
+
+def test_filtered_list_query_count_is_constant(
+    client, org, lead, program, django_assert_max_num_queries
+):
+    # given
+    for i in range(70):
+        item = raise_item(org, f"f{i}", program=program, severity="high" if i % 2 else "low")
+        OpsException.objects.filter(pk=item.pk).update(
+            first_seen_at=timezone.now() - timedelta(days=10),
+            due_by=timezone.now() - timedelta(days=9),
+        )
+    login(client, lead)
+    query = {"severity": "high", "program": program.pk, "age": "gt7d", "due": "overdue"}
+    client.get(reverse("console:queue", args=["open"]), query)
+    # when / then
+    with django_assert_max_num_queries(15):
+        response = client.get(reverse("console:queue", args=["open"]), query)
+    assert len(response.context["items"]) == 35
+    assert response.context["facets"]["severity"]["high"] == 35
