@@ -6,11 +6,14 @@ Flow:
    idempotent (unique (event, endpoint)) and marks the events dispatched.
 2. `drain()` repeatedly claims a batch of due deliveries with
    `select_for_update(skip_locked=True)` in a short transaction (state ->
-   delivering with a lease), commits, sends them over the pooled client with
-   no transaction open, then records attempts and outcomes in a second short
-   transaction. A worker killed mid-batch leaves rows `delivering` with a
-   lease; once it expires any drain reclaims them and sends the same
-   webhook-id and body again (at-least-once).
+   delivering with a lease), commits, sends them from a few threads with
+   pooled keep-alive connections and no transaction open, then records
+   attempts and outcomes in a second short transaction. Claim and record
+   are set-based: a fixed number of statements per batch, rows carried as
+   `Claimed` values rather than model instances (only failures load models
+   for the state machine). A worker killed mid-batch leaves rows
+   `delivering` with a lease; once it expires any drain reclaims them and
+   sends the same webhook-id and body again (at-least-once).
 3. Outcomes drive retries (per-endpoint schedule with jitter, Retry-After on
    429/503), dead letters (one `delivery_dead` item per endpoint and event
    type), 410 (endpoint disabled, `endpoint_down` item) and the circuit
@@ -26,24 +29,28 @@ import random
 import socket
 import threading
 import time
-from collections import defaultdict
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Q
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connections, transaction
+from django.db.models import F
 from django.utils import timezone
 
-from integrations.delivery_http import SendResult, send_webhook
+from integrations.delivery_http import SendResult, http_transport, new_transport, send_webhook
 from integrations.models import (
+    Attempt,
     BreakerState,
     Delivery,
     DeliveryState,
     OutboxEvent,
     WebhookEndpoint,
 )
-from integrations.signing import sign_headers
+from integrations.models.webhooks import DUE_STATES
+from integrations.signing import signer_for
 from integrations.ssrf import HostResolutionError, UnsafeURLError, check_url
 from programs.actors import Actor
 
@@ -65,13 +72,25 @@ def webhook_id_for(event_id: int) -> str:
 def event_body(event: OutboxEvent) -> bytes:
     """The exact bytes sent for `event`: deterministic, so retries, replays
     and re-sends after a crash are byte-identical."""
+    return _body(
+        event.pk,
+        event.event_type,
+        event.occurred_at,
+        event.sequence_key,
+        event.sequence,
+        event.payload,
+    )
+
+
+def _body(event_id, event_type, occurred_at, sequence_key, sequence, payload) -> bytes:
+    """`event_body` from column values (the dispatcher reads rows, not models)."""
     document = {
-        "type": event.event_type,
-        "timestamp": event.occurred_at.astimezone(UTC).isoformat(),
-        "event_id": event.pk,
-        "sequence_key": event.sequence_key or None,
-        "sequence": event.sequence,
-        "data": event.payload,
+        "type": event_type,
+        "timestamp": occurred_at.astimezone(UTC).isoformat(),
+        "event_id": event_id,
+        "sequence_key": sequence_key or None,
+        "sequence": sequence,
+        "data": payload,
     }
     return json.dumps(document, sort_keys=True, separators=(",", ":"), default=str).encode()
 
@@ -164,15 +183,104 @@ def after_commit(event_ids) -> None:
 # --- claiming ------------------------------------------------------------------
 
 
+_label_cache: tuple[int, str] | None = None
+
+
 def worker_label() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """`host:pid` of this process (cached per pid: a fork gets its own)."""
+    global _label_cache
+    pid = os.getpid()
+    if _label_cache is None or _label_cache[0] != pid:
+        _label_cache = (pid, f"{socket.gethostname()}:{pid}")
+    return _label_cache[1]
 
 
 def _lease_until(now):
     return now + timedelta(seconds=settings.BATON_WEBHOOK_LEASE_SECONDS)
 
 
-def _claim_probes(now, lease_until) -> list[Delivery]:
+def _fsm_target(method, source) -> str:
+    """The state `method` (a django-fsm transition of Delivery) moves `source`
+    to; raises if the state machine does not allow it. The batch paths below
+    apply transitions with one statement per batch, so they check each
+    (source -> target) move against the state machine once, here, instead of
+    running the transition on a model instance per row."""
+    meta = method._django_fsm
+    if not meta.has_transition(source):
+        raise ImproperlyConfigured(f"Delivery.{method.__name__} does not allow {source!r}")
+    return meta.get_transition(source).target
+
+
+# Claim: pending/retrying (due) and delivering (lease expired) -> delivering.
+CLAIMABLE = (DeliveryState.PENDING, DeliveryState.RETRYING, DeliveryState.DELIVERING)
+if {_fsm_target(Delivery.start, s) for s in CLAIMABLE} != {DeliveryState.DELIVERING}:
+    raise ImproperlyConfigured("Delivery.start must lead to delivering")
+# Record a success: delivering -> delivered.
+if _fsm_target(Delivery.succeed, DeliveryState.DELIVERING) != DeliveryState.DELIVERED:
+    raise ImproperlyConfigured("Delivery.succeed must lead to delivered")
+
+
+@dataclass(slots=True, eq=False)
+class Claimed:
+    """One leased delivery as the dispatcher carries it from claim to record:
+    the columns it needs, not a model instance (the batch paths write by
+    primary key; failures load their rows for the state machine)."""
+
+    pk: int
+    endpoint_id: int
+    event_id: int
+    organization_id: int
+    event_type: str
+    webhook_id: str
+    replays: int
+    lease: object  # the lease_expires_at this worker set (guards every write)
+    body: bytes = b""
+    endpoint: WebhookEndpoint | None = None
+    state: str = DeliveryState.DELIVERING
+
+
+CLAIM_COLUMNS = (
+    "pk",
+    "endpoint_id",
+    "event_id",
+    "organization_id",
+    "event_type",
+    "webhook_id",
+    "replays",
+    "event__event_type",
+    "event__occurred_at",
+    "event__sequence_key",
+    "event__sequence",
+    "event__payload",
+)
+
+
+def _claimed_from_rows(rows, lease_until) -> list[Claimed]:
+    """Claimed deliveries from CLAIM_COLUMNS rows; each event's body is built
+    once (an event going to several endpoints shares the bytes)."""
+    bodies: dict[int, bytes] = {}
+    claimed = []
+    for pk, endpoint_id, event_id, org_id, etype, wid, replays, *event in rows:
+        body = bodies.get(event_id)
+        if body is None:
+            body = bodies[event_id] = _body(event_id, *event)
+        claimed.append(
+            Claimed(
+                pk=pk,
+                endpoint_id=endpoint_id,
+                event_id=event_id,
+                organization_id=org_id,
+                event_type=etype,
+                webhook_id=wid,
+                replays=replays,
+                lease=lease_until,
+                body=body,
+            )
+        )
+    return claimed
+
+
+def _claim_probes(now, lease_until) -> list[Claimed]:
     """One probe delivery per open breaker whose probe time has come (or whose
     half-open probe was lost with a crashed worker)."""
     claimed = []
@@ -200,70 +308,101 @@ def _claim_probes(now, lease_until) -> list[Delivery]:
             seconds=max(endpoint.breaker_probe_seconds, settings.BATON_WEBHOOK_LEASE_SECONDS)
         )
         endpoint.save(update_fields=["breaker_state", "breaker_next_probe_at", "updated_at"])
-        claimed.append(delivery)
-    return claimed
+        claimed.append(delivery.pk)
+    if not claimed:
+        return []
+    rows = Delivery.objects.filter(pk__in=claimed).values_list(*CLAIM_COLUMNS)
+    return _claimed_from_rows(rows, lease_until)
 
 
-def claim_batch(limit: int = 100) -> list[Delivery]:
-    """Lease up to `limit` due deliveries (plus breaker probes); commits
-    before returning, so no lock is held while sending."""
+def _due(now, limit, *, expired: bool = True) -> list[tuple]:
+    """CLAIM_COLUMNS rows of due deliveries, locked with skip_locked (the
+    delivery rows only): deliveries whose lease ran out (a crashed worker's;
+    when `expired`), then pending/retrying ones whose time has come, oldest
+    first. Two ordered index scans (the second on `delivery_due_idx`)
+    instead of one OR over both, which sorted every waiting row per batch."""
+    open_endpoints = dict(endpoint__enabled=True, endpoint__breaker_state=BreakerState.CLOSED)
+    lock = dict(skip_locked=True, of=("self",))
+    rows = []
+    if expired:
+        rows = list(
+            Delivery.objects.filter(
+                state=DeliveryState.DELIVERING, lease_expires_at__lt=now, **open_endpoints
+            )
+            .order_by("lease_expires_at", "id")
+            .select_for_update(**lock)
+            .values_list(*CLAIM_COLUMNS)[:limit]
+        )
+    if len(rows) < limit:
+        rows += list(
+            Delivery.objects.filter(
+                state__in=DUE_STATES, next_attempt_at__lte=now, **open_endpoints
+            )
+            .order_by("next_attempt_at", "id")
+            .select_for_update(**lock)
+            .values_list(*CLAIM_COLUMNS)[: limit - len(rows)]
+        )
+    return rows
+
+
+RECHECK_SECONDS = 1.0  # how often a drain looks for breaker probes and lost leases
+
+
+def claim_batch(limit: int = 100, *, recheck: bool = True) -> list[Claimed]:
+    """Lease up to `limit` due deliveries; commits before returning, so no
+    lock is held while sending. With `recheck` (the default; a drain does it
+    at most once a second) it also takes breaker probes and deliveries whose
+    lease ran out. Set-based: one locking read of what sending needs
+    (delivery and event columns), one UPDATE for all of them, one read of
+    their endpoints."""
     now = timezone.now()
     lease_until = _lease_until(now)
     with transaction.atomic():
-        claimed = _claim_probes(now, lease_until)
-        due = (
-            Delivery.objects.filter(
-                Q(
-                    state__in=[DeliveryState.PENDING, DeliveryState.RETRYING],
-                    next_attempt_at__lte=now,
-                )
-                | Q(state=DeliveryState.DELIVERING, lease_expires_at__lt=now),
-                endpoint__enabled=True,
-                endpoint__breaker_state=BreakerState.CLOSED,
-            )
-            .order_by("next_attempt_at", "id")
-            .select_for_update(skip_locked=True, of=("self",))[:limit]
-        )
-        rows = list(due)
-        worker = worker_label()
-        for delivery in rows:
-            delivery.start(lease_until=lease_until, worker=worker)  # checked by django-fsm
+        claimed = _claim_probes(now, lease_until) if recheck else []
+        rows = _due(now, limit, expired=recheck)
         if rows:
-            # Every claimed row gets the same values: one UPDATE instead of
-            # bulk_update's per-row CASE (which dominated the drain profile).
-            Delivery.objects.filter(pk__in=[d.pk for d in rows]).update(
-                state=DeliveryState.DELIVERING, lease_expires_at=lease_until, leased_by=worker
+            # start(): every row gets the same values (checked once against
+            # the state machine above), so one UPDATE, not one per row.
+            Delivery.objects.filter(pk__in=[row[0] for row in rows]).update(
+                state=DeliveryState.DELIVERING,
+                lease_expires_at=lease_until,
+                leased_by=worker_label(),
             )
-        claimed.extend(rows)
+    claimed.extend(_claimed_from_rows(rows, lease_until))
     if not claimed:
         return []
-    # Attach events and endpoints with two queries (not a join per row): a
-    # batch usually goes to a handful of endpoints, so they are shared.
-    events = OutboxEvent.objects.only(*EVENT_BODY_FIELDS).in_bulk({d.event_id for d in claimed})
-    endpoints = WebhookEndpoint.objects.in_bulk({d.endpoint_id for d in claimed})
+    endpoints = {
+        e.pk: e
+        for e in WebhookEndpoint.objects.filter(pk__in={c.endpoint_id for c in claimed}).order_by()
+    }
     for delivery in claimed:
-        delivery.event = events[delivery.event_id]
         delivery.endpoint = endpoints[delivery.endpoint_id]
-        delivery.lease_expires_at = lease_until
-        delivery._claimed_lease = lease_until
     return claimed
-
-
-EVENT_BODY_FIELDS = ("id", "event_type", "occurred_at", "sequence_key", "sequence", "payload")
 
 
 # --- sending -------------------------------------------------------------------
 
 
-def _send_one(delivery: Delivery, target) -> SendResult:
-    body = event_body(delivery.event)
-    headers = sign_headers(
-        secrets=delivery.endpoint.signing_secrets(),
-        msg_id=delivery.webhook_id,
-        timestamp=timezone.now(),
-        body=body,
+def _send_one(delivery, target, signer, url, transport=None) -> SendResult:
+    headers = signer(delivery.webhook_id, delivery.body)
+    return send_webhook(
+        url=url, headers=headers, body=delivery.body, target=target, transport=transport
     )
-    return send_webhook(url=delivery.endpoint.url, headers=headers, body=body, target=target)
+
+
+_thread_transport = threading.local()
+
+
+def _own_transport():
+    """The calling sending thread's own connection pool. A sending thread
+    sends one request at a time, so with a pool per thread no two threads
+    contend for one pool's lock (a shared pool's lock was the largest cost
+    in the dispatcher's profile at 16 threads). Re-created after a fork."""
+    pid = os.getpid()
+    if getattr(_thread_transport, "pid", None) != pid:
+        _thread_transport.transport = new_transport(max_connections=20)
+        _thread_transport.pid = pid
+    return _thread_transport.transport
 
 
 _pool_lock = threading.Lock()
@@ -285,44 +424,80 @@ def _send_pool(concurrency: int) -> ThreadPoolExecutor:
         return _pool
 
 
-def submit_batch(batch: list[Delivery], *, concurrency: int | None = None) -> dict:
-    """Start sending each claimed delivery once (no transaction is open);
-    returns {delivery id: SendResult or Future}. `collect()` waits for them."""
-    targets: dict[str, object] = {}
+def _send_queue(work: deque, results: dict, transport=None) -> None:
+    """One sending thread: take deliveries until none are left (work
+    stealing: a slow partner holds up one thread, not a share of the batch)."""
+    transport = transport or _own_transport()
+    while True:
+        try:
+            delivery, target, signer, url = work.popleft()
+        except IndexError:
+            return
+        try:
+            results[delivery.pk] = _send_one(delivery, target, signer, url, transport)
+        except Exception as exc:  # send_webhook never raises; signing might
+            logger.exception("could not send delivery %s", delivery.pk)
+            results[delivery.pk] = SendResult(
+                started_at=timezone.now(), error_class="send_error", error=repr(exc)[:300]
+            )
+
+
+class _Pending:
+    """A batch on the wire: its results dict fills as sends finish."""
+
+    __slots__ = ("futures", "results")
+
+    def __init__(self, results, futures):
+        self.results = results
+        self.futures = futures
+
+
+def submit_batch(batch: list[Claimed], *, concurrency: int | None = None) -> _Pending:
+    """Start sending each claimed delivery once (no transaction is open).
+
+    Per endpoint and batch, not per delivery: the SSRF check (resolve once,
+    then connect to the checked addresses), the signing secrets and their
+    prepared signers. `collect()` waits for the results."""
+    prepared: dict[int, tuple] = {}
     results: dict = {}
-    sendable = []
+    work: deque = deque()
     for delivery in batch:
-        url = delivery.endpoint.url
-        if url not in targets:
+        endpoint = delivery.endpoint
+        entry = prepared.get(endpoint.pk)
+        if entry is None:
             try:
-                targets[url] = check_url(url, for_send=True)
+                target = check_url(endpoint.url, for_send=True)
             except UnsafeURLError as exc:
-                targets[url] = exc
-        target = targets[url]
+                target = exc
+            entry = prepared[endpoint.pk] = (
+                target,
+                signer_for(endpoint.signing_secrets()),
+                endpoint.url,
+            )
+        target, signer, url = entry
         if isinstance(target, UnsafeURLError):
-            now = timezone.now()
             error_class = "dns_error" if isinstance(target, HostResolutionError) else "unsafe_url"
             results[delivery.pk] = SendResult(
-                started_at=now, error_class=error_class, error=target.message
+                started_at=timezone.now(), error_class=error_class, error=target.message
             )
         else:
-            sendable.append((delivery, target))
+            work.append((delivery, target, signer, url))
     concurrency = concurrency or settings.BATON_WEBHOOK_SEND_CONCURRENCY
-    if len(sendable) <= 1 or concurrency <= 1:
-        for delivery, target in sendable:
-            results[delivery.pk] = _send_one(delivery, target)
-    else:
-        pool = _send_pool(concurrency)
-        for delivery, target in sendable:
-            results[delivery.pk] = pool.submit(_send_one, delivery, target)
-    return results
+    threads = min(concurrency, len(work))
+    if threads <= 1:
+        _send_queue(work, results, http_transport())
+        return _Pending(results, [])
+    pool = _send_pool(concurrency)
+    return _Pending(results, [pool.submit(_send_queue, work, results) for _ in range(threads)])
 
 
-def collect(pending: dict) -> dict[int, SendResult]:
-    return {pk: r.result() if isinstance(r, Future) else r for pk, r in pending.items()}
+def collect(pending: _Pending) -> dict[int, SendResult]:
+    for future in pending.futures:
+        future.result()
+    return pending.results
 
 
-def send_batch(batch: list[Delivery], *, concurrency: int | None = None) -> dict[int, SendResult]:
+def send_batch(batch: list[Claimed], *, concurrency: int | None = None) -> dict[int, SendResult]:
     """Send each claimed delivery once and wait for all (no transaction is open)."""
     return collect(submit_batch(batch, concurrency=concurrency))
 
@@ -347,15 +522,58 @@ def next_retry_delay(endpoint: WebhookEndpoint, attempt_number: int, retry_after
     return delay
 
 
-def record_results(batch: list[Delivery], results: dict[int, SendResult]) -> dict:
-    """Write attempts and outcomes for a sent batch in one short transaction."""
+ATTEMPT_COLUMNS = (
+    "delivery_id",
+    "number",
+    "started_at",
+    "status_code",
+    "latency_ms",
+    "error_class",
+    "response_snippet",
+    "succeeded",
+)
+
+
+def _insert_attempts(rows: list[tuple]) -> None:
+    """Append Attempt rows (ATTEMPT_COLUMNS tuples) in bulk: the table is
+    append-only and the dispatcher writes hundreds per batch, where
+    `bulk_create`'s per-field preparation of model instances cost more than
+    the database. PostgreSQL: one COPY; others: one executemany INSERT."""
+    if not rows:
+        return
+    conn = connections[Attempt.objects.db]
+    table = conn.ops.quote_name(Attempt._meta.db_table)
+    columns = ", ".join(conn.ops.quote_name(c) for c in ATTEMPT_COLUMNS)
+    with conn.cursor() as cursor:
+        if conn.vendor == "postgresql":
+            with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return
+        adapt = conn.ops.adapt_datetimefield_value
+        placeholders = ", ".join(["%s"] * len(ATTEMPT_COLUMNS))
+        cursor.executemany(
+            f"INSERT INTO {table} ({columns}) VALUES ({placeholders})",  # noqa: S608 (fixed names)
+            [(r[0], r[1], adapt(r[2]), *r[3:]) for r in rows],
+        )
+
+
+def record_results(batch: list[Claimed], results: dict[int, SendResult]) -> dict:
+    """Write attempts and outcomes for a sent batch in one short transaction.
+
+    Per batch: one read of (state, lease, attempt count), one bulk write of
+    the attempts (`_insert_attempts`), one UPDATE per status code for the successes
+    (guarded by state and lease). Failures, rare and each with its own
+    backoff, go through the state machine on locked model instances. An
+    outcome is applied only while the row is still ours (`delivering` under
+    the lease we set); otherwise another worker reclaimed it and its result
+    wins, but our attempt is still recorded."""
     from integrations.delivery_outcomes import (
         apply_breaker,
         disable_gone_endpoint,
         raise_dead,
         resolve_recovered_dead,
     )
-    from integrations.models import Attempt
 
     stats = defaultdict(int)
     now = timezone.now()
@@ -370,62 +588,56 @@ def record_results(batch: list[Delivery], results: dict[int, SendResult]) -> dic
                 pk__in=[d.pk for d in batch]
             ).values_list("pk", "state", "lease_expires_at", "attempt_count")
         }
-        attempts, changed = [], []
+        attempts = []
+        successes: dict[tuple, list[int]] = defaultdict(list)
+        failures: dict[int, tuple[Claimed, SendResult]] = {}
         outcomes: dict[int, list[bool]] = defaultdict(list)
-        dead, gone, recovered = [], set(), set()
+        recovered = set()
         for claimed in batch:
             result = results[claimed.pk]
             row = current.get(claimed.pk)
             if row is None:
                 continue
-            delivery = claimed
-            db_state, db_lease, delivery.attempt_count = row
+            db_state, db_lease, count = row
+            ok = result.ok
             attempts.append(
-                Attempt(
-                    delivery_id=delivery.pk,
-                    number=delivery.attempt_count + 1,
-                    started_at=result.started_at,
-                    status_code=result.status_code,
-                    latency_ms=result.latency_ms,
-                    error_class=result.error_class,
-                    response_snippet=result.snippet[:500],
-                    succeeded=result.ok,
+                (
+                    claimed.pk,
+                    count + 1,
+                    result.started_at,
+                    result.status_code,
+                    result.latency_ms,
+                    result.error_class,
+                    result.snippet[:500],
+                    ok,
                 )
             )
-            still_ours = db_state == DeliveryState.DELIVERING and db_lease == claimed._claimed_lease
-            if not still_ours:
+            if db_state != DeliveryState.DELIVERING or db_lease != claimed.lease:
                 stats["stale"] += 1  # another worker reclaimed it after our lease ran out
                 continue
-            endpoint = endpoints[delivery.endpoint_id]
-            if result.ok:
-                delivery.succeed(status_code=result.status_code, at=now)
+            if ok:
+                successes[(result.status_code, claimed.lease)].append(claimed.pk)
                 stats["delivered"] += 1
-                if delivery.replays:
-                    recovered.add((delivery.endpoint_id, delivery.event_type))
-            elif result.error_class == "gone":
-                delivery.disable(reason=result.error)
-                gone.add(delivery.endpoint_id)
-                stats["disabled"] += 1
+                if claimed.replays:
+                    recovered.add((claimed.endpoint_id, claimed.event_type))
             else:
-                delay = next_retry_delay(
-                    endpoint, delivery.attempt_count + 1, retry_after=result.retry_after
-                )
-                error = result.error or result.error_class
-                if delay is None:
-                    delivery.die(status_code=result.status_code, error=error, at=now)
-                    dead.append(delivery)
-                    stats["dead"] += 1
-                else:
-                    delivery.fail(
-                        status_code=result.status_code,
-                        error=error,
-                        next_at=now + timedelta(seconds=delay),
-                    )
-                    stats["retrying"] += 1
-            outcomes[delivery.endpoint_id].append(result.ok)
-            changed.append(delivery)
-        _persist(changed, now)
-        Attempt.objects.bulk_create(attempts)
+                failures[claimed.pk] = (claimed, result)
+            outcomes[claimed.endpoint_id].append(ok)
+        _insert_attempts(attempts)
+        for (status_code, lease), ids in successes.items():
+            # succeed(), checked once against the state machine above
+            Delivery.objects.filter(
+                pk__in=ids, state=DeliveryState.DELIVERING, lease_expires_at=lease
+            ).update(
+                state=DeliveryState.DELIVERED,
+                attempt_count=F("attempt_count") + 1,
+                last_status_code=status_code,
+                last_error="",
+                lease_expires_at=None,
+                leased_by="",
+                delivered_at=now,
+            )
+        dead, gone = _record_failures(failures, endpoints, now, stats)
         for endpoint_id, oks in outcomes.items():
             endpoint = endpoints[endpoint_id]
             if endpoint_id in gone:
@@ -454,44 +666,44 @@ OUTCOME_FIELDS = [
 ]
 
 
-def _persist(changed: list[Delivery], now) -> None:
-    """Write outcomes whose transitions already ran in memory (django-fsm
-    checked each). Successes, the bulk of the traffic, share their values
-    but the status code and attempt count: one UPDATE per status code,
-    guarded by the state we hold. The rest (failures: per-row backoff
-    times) go through bulk_update."""
-    successes: dict[tuple, list[int]] = defaultdict(list)
-    others = []
-    for delivery in changed:
-        if delivery.state == DeliveryState.DELIVERED:
-            successes[(delivery.last_status_code, delivery._claimed_lease)].append(delivery.pk)
+def _record_failures(failures: dict, endpoints: dict, now, stats) -> tuple[list, set]:
+    """Failed sends: lock their rows, keep those still delivering under our
+    lease, run fail()/die()/disable() on them (django-fsm checks each) and
+    write them with bulk_update. Returns (dead deliveries, gone endpoint ids)."""
+    dead, gone, changed = [], set(), []
+    if not failures:
+        return dead, gone
+    rows = Delivery.objects.select_for_update().filter(
+        pk__in=list(failures), state=DeliveryState.DELIVERING
+    )
+    for delivery in rows:
+        claimed, result = failures[delivery.pk]
+        if delivery.lease_expires_at != claimed.lease:
+            continue
+        delivery.endpoint = endpoints[delivery.endpoint_id]
+        if result.error_class == "gone":
+            delivery.disable(reason=result.error)
+            gone.add(delivery.endpoint_id)
+            stats["disabled"] += 1
         else:
-            others.append(delivery)
-    for (status_code, lease), ids in successes.items():
-        Delivery.objects.filter(
-            pk__in=ids, state=DeliveryState.DELIVERING, lease_expires_at=lease
-        ).update(
-            state=DeliveryState.DELIVERED,
-            attempt_count=F("attempt_count") + 1,
-            last_status_code=status_code,
-            last_error="",
-            lease_expires_at=None,
-            leased_by="",
-            delivered_at=now,
-        )
-    if others:
-        # Failures are few and carry per-row backoff times. Lock them and keep
-        # only rows still delivering under our lease before writing.
-        leases = {d.pk: d._claimed_lease for d in others}
-        ours = {
-            pk
-            for pk, lease in Delivery.objects.select_for_update()
-            .filter(pk__in=list(leases), state=DeliveryState.DELIVERING)
-            .values_list("pk", "lease_expires_at")
-            if lease == leases[pk]
-        }
-        others = [d for d in others if d.pk in ours]
-        Delivery.objects.bulk_update(others, OUTCOME_FIELDS, batch_size=500)
+            delay = next_retry_delay(
+                delivery.endpoint, delivery.attempt_count + 1, retry_after=result.retry_after
+            )
+            error = result.error or result.error_class
+            if delay is None:
+                delivery.die(status_code=result.status_code, error=error, at=now)
+                dead.append(delivery)
+                stats["dead"] += 1
+            else:
+                delivery.fail(
+                    status_code=result.status_code,
+                    error=error,
+                    next_at=now + timedelta(seconds=delay),
+                )
+                stats["retrying"] += 1
+        changed.append(delivery)
+    Delivery.objects.bulk_update(changed, OUTCOME_FIELDS, batch_size=500)
+    return dead, gone
 
 
 def _close_breaker(endpoint, *, now):
@@ -509,14 +721,25 @@ def drain(*, max_seconds: float = 50.0, batch_size: int = 100, concurrency=None)
     Pipelined: the next batch is claimed while the current one is on the
     wire, then the current one is recorded, so the database work of one
     batch overlaps the HTTP work of another. Each batch is still claimed,
-    sent and recorded in that order, in its own short transactions."""
+    sent and recorded in that order, in its own short transactions. Breaker
+    probes and lost leases are looked for on the first claim, at most once a
+    second after that, and before stopping."""
     totals = defaultdict(int)
     deadline = time.monotonic() + max_seconds
     _local.draining = True
     in_flight = None  # (batch, pending results)
+    checked_at = None
     try:
         while True:
-            batch = claim_batch(batch_size) if time.monotonic() < deadline else []
+            batch = []
+            if time.monotonic() < deadline:
+                recheck = checked_at is None or time.monotonic() - checked_at >= RECHECK_SECONDS
+                if recheck:
+                    checked_at = time.monotonic()
+                batch = claim_batch(batch_size, recheck=recheck)
+                if not batch and not recheck:  # look for probes and lost leases before stopping
+                    checked_at = time.monotonic()
+                    batch = claim_batch(batch_size)
             sending = (batch, submit_batch(batch, concurrency=concurrency)) if batch else None
             previous, in_flight = in_flight, sending
             if previous is not None:
