@@ -40,7 +40,13 @@ from django.db import connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from integrations.delivery_http import SendResult, http_transport, new_transport, send_webhook
+from integrations.delivery_http import (
+    TIMEOUT_SECONDS,
+    SendResult,
+    http_transport,
+    new_transport,
+    send_webhook,
+)
 from integrations.models import (
     Attempt,
     BreakerState,
@@ -218,6 +224,8 @@ if {_fsm_target(Delivery.start, s) for s in CLAIMABLE} != {DeliveryState.DELIVER
 # Record a success: delivering -> delivered.
 if _fsm_target(Delivery.succeed, DeliveryState.DELIVERING) != DeliveryState.DELIVERED:
     raise ImproperlyConfigured("Delivery.succeed must lead to delivered")
+# Hand back a lease unsent (the batch's send window closed): delivering -> pending.
+RELEASED_STATE = _fsm_target(Delivery.release, DeliveryState.DELIVERING)
 
 
 @dataclass(slots=True, eq=False)
@@ -424,11 +432,24 @@ def _send_pool(concurrency: int) -> ThreadPoolExecutor:
         return _pool
 
 
-def _send_queue(work: deque, results: dict, transport=None) -> None:
+def send_window_seconds() -> float:
+    """How long after its claim a batch may still start sends. A send that
+    starts must finish (connect + write + read, each up to the timeout)
+    before the lease runs out, or another worker reclaims the delivery and a
+    slow partner gets it twice; deliveries not started in time are released
+    unsent (`Delivery.release`) and claimed again by the next batch."""
+    lease = settings.BATON_WEBHOOK_LEASE_SECONDS
+    return max(lease / 2, lease - 2 * TIMEOUT_SECONDS - 5)
+
+
+def _send_queue(work: deque, results: dict, transport=None, start_by=None) -> None:
     """One sending thread: take deliveries until none are left (work
-    stealing: a slow partner holds up one thread, not a share of the batch)."""
+    stealing: a slow partner holds up one thread, not a share of the batch).
+    Past `start_by` (monotonic) it leaves the rest unsent, without a result."""
     transport = transport or _own_transport()
     while True:
+        if start_by is not None and time.monotonic() > start_by:
+            return
         try:
             delivery, target, signer, url = work.popleft()
         except IndexError:
@@ -458,6 +479,7 @@ def submit_batch(batch: list[Claimed], *, concurrency: int | None = None) -> _Pe
     Per endpoint and batch, not per delivery: the SSRF check (resolve once,
     then connect to the checked addresses), the signing secrets and their
     prepared signers. `collect()` waits for the results."""
+    start_by = time.monotonic() + send_window_seconds()
     prepared: dict[int, tuple] = {}
     results: dict = {}
     work: deque = deque()
@@ -485,10 +507,13 @@ def submit_batch(batch: list[Claimed], *, concurrency: int | None = None) -> _Pe
     concurrency = concurrency or settings.BATON_WEBHOOK_SEND_CONCURRENCY
     threads = min(concurrency, len(work))
     if threads <= 1:
-        _send_queue(work, results, http_transport())
+        _send_queue(work, results, http_transport(), start_by)
         return _Pending(results, [])
     pool = _send_pool(concurrency)
-    return _Pending(results, [pool.submit(_send_queue, work, results) for _ in range(threads)])
+    return _Pending(
+        results,
+        [pool.submit(_send_queue, work, results, None, start_by) for _ in range(threads)],
+    )
 
 
 def collect(pending: _Pending) -> dict[int, SendResult]:
@@ -593,10 +618,14 @@ def record_results(batch: list[Claimed], results: dict[int, SendResult]) -> dict
         failures: dict[int, tuple[Claimed, SendResult]] = {}
         outcomes: dict[int, list[bool]] = defaultdict(list)
         recovered = set()
+        unsent: dict = defaultdict(list)  # lease -> ids left unsent past the send window
         for claimed in batch:
-            result = results[claimed.pk]
             row = current.get(claimed.pk)
             if row is None:
+                continue
+            result = results.get(claimed.pk)
+            if result is None:
+                unsent[claimed.lease].append(claimed.pk)
                 continue
             db_state, db_lease, count = row
             ok = result.ok
@@ -637,6 +666,12 @@ def record_results(batch: list[Claimed], results: dict[int, SendResult]) -> dict
                 leased_by="",
                 delivered_at=now,
             )
+        for lease, ids in unsent.items():
+            # release(), checked once against the state machine above; a row
+            # another worker reclaimed meanwhile is not ours to release.
+            stats["released"] += Delivery.objects.filter(
+                pk__in=ids, state=DeliveryState.DELIVERING, lease_expires_at=lease
+            ).update(state=RELEASED_STATE, lease_expires_at=None, leased_by="")
         dead, gone = _record_failures(failures, endpoints, now, stats)
         for endpoint_id, oks in outcomes.items():
             endpoint = endpoints[endpoint_id]

@@ -1,7 +1,7 @@
 """SSRF guard for partner URLs (RELIABILITY S4).
 
-`check_url` is called when an endpoint is registered and again before every
-send. It resolves the host once and refuses the URL unless every address is
+`check_url` is called when an endpoint is registered and again at send time
+(once per endpoint and dispatch batch). It resolves the host once and refuses the URL unless every address is
 public; the sender then connects to exactly those checked addresses (see
 `integrations.delivery_http`), so a DNS answer cannot change between check
 and connect.
@@ -128,9 +128,10 @@ def _resolve(host: str, port: int) -> tuple[str, ...]:
 def check_url(url: str, *, for_send: bool = False) -> ResolvedTarget:
     """Validate `url` and resolve its host; raise `UnsafeURLError` if unsafe.
 
-    Called at registration (`for_send=False`) and before each send
-    (`for_send=True`, where an unresolvable host is a `HostResolutionError`,
-    which the dispatcher treats as a retryable failure). The returned
+    Called at registration (`for_send=False`) and at send time, once per
+    endpoint and dispatch batch (`for_send=True`, where an unresolvable host
+    is a `HostResolutionError`, which the dispatcher treats as a retryable
+    failure). The returned
     addresses are the only ones the sender may connect to.
     """
     if not isinstance(url, str) or not url.strip():

@@ -195,6 +195,14 @@ class Delivery(FSMModelMixin, models.Model):
         self.lease_expires_at = None
         self.leased_by = ""
 
+    @transition(field=state, source=DeliveryState.DELIVERING, target=DeliveryState.PENDING)
+    def release(self):
+        """Hand back a lease unsent: the batch ran out of its send window (a
+        slow partner held the threads), so the row is due again now instead
+        of being sent after the lease expired and another worker took it."""
+        self.lease_expires_at = None
+        self.leased_by = ""
+
     @transition(
         field=state,
         source=[

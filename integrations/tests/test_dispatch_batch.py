@@ -228,3 +228,31 @@ def test_drain_into_fast_sink(org):
         assert stats["delivered"] == 25
         bodies = {r.headers["webhook-id"]: r.body for r in fast.requests}
         assert bodies == {dispatch.webhook_id_for(e.pk): dispatch.event_body(e) for e in events}
+
+
+def test_a_slow_partner_gets_no_send_after_the_batchs_send_window(org, sink, settings):
+    # given: a 2 s lease (so a 1 s send window), one sending thread, and a
+    # partner that takes 1.5 s to answer the first of three deliveries
+    settings.BATON_WEBHOOK_LEASE_SECONDS = 2
+    make_endpoint(org, sink.url())
+    _events(org, 3)
+    sink.script("timeout")
+    batch = dispatch.claim_batch(10)
+    # when
+    results = dispatch.send_batch(batch, concurrency=1)
+    stats = dispatch.record_results(batch, results)
+    # then: the first was sent and recorded; the other two were not sent
+    # after the window closed (another worker could have reclaimed them once
+    # the lease ran out) but handed back, due now, with no attempt row
+    assert stats == {"delivered": 1, "released": 2}
+    released = Delivery.objects.filter(state=DeliveryState.PENDING)
+    assert released.count() == 2
+    assert {(d.lease_expires_at, d.leased_by, d.attempt_count) for d in released} == {
+        (None, "", 0)
+    }
+    assert Attempt.objects.count() == 1
+    # and: the next drain delivers them, each once
+    dispatch.drain(max_seconds=5)
+    assert Delivery.objects.filter(state=DeliveryState.DELIVERED).count() == 3
+    assert Attempt.objects.count() == 3
+    assert len(sink.requests) == 3
