@@ -1,10 +1,10 @@
 """SSRF guard for partner URLs (RELIABILITY S4).
 
 `check_url` is called when an endpoint is registered and again at send time
-(once per endpoint and dispatch batch). It resolves the host once and refuses the URL unless every address is
-public; the sender then connects to exactly those checked addresses (see
-`integrations.delivery_http`), so a DNS answer cannot change between check
-and connect.
+(once per endpoint and dispatch batch). It resolves the host once and
+refuses the URL unless every address is public; the sender then connects
+to exactly those checked addresses (see `integrations.delivery_http`), so a
+DNS answer cannot change between check and connect.
 
 Rules:
 - https only; plain http is allowed for loopback hosts only when

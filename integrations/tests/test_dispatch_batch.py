@@ -247,9 +247,7 @@ def test_a_slow_partner_gets_no_send_after_the_batchs_send_window(org, sink, set
     assert stats == {"delivered": 1, "released": 2}
     released = Delivery.objects.filter(state=DeliveryState.PENDING)
     assert released.count() == 2
-    assert {(d.lease_expires_at, d.leased_by, d.attempt_count) for d in released} == {
-        (None, "", 0)
-    }
+    assert {(d.lease_expires_at, d.leased_by, d.attempt_count) for d in released} == {(None, "", 0)}
     assert Attempt.objects.count() == 1
     # and: the next drain delivers them, each once
     dispatch.drain(max_seconds=5)
