@@ -1,12 +1,14 @@
 """Benchmark: schedule and dispatch messages through the console and webhook connectors.
 
 Schedules N messages (one per participant, across several timezones, quiet
-hours on) through `message_schedule`, then dispatches them with
+hours on, daily cap on) through `messages_schedule_many` (2,000 requests per
+call), then dispatches them with
 `messages_dispatch_due`: half for an organization on the console connector,
 half for one whose webhook connector posts to a local sink (a separate
 process on 127.0.0.1, HTTP/1.1 keep-alive). Reports messages/s scheduled
 and dispatched, and the ratio against baselines measured in the same run:
-- scheduling vs a plain `Message.objects.create` loop (same rows, no rules);
+- scheduling vs a plain `Message.objects.create` loop (same rows, no rules,
+  no audit or outbox);
 - console dispatch vs a plain insert loop of one attempt row per message;
 - webhook dispatch vs a plain httpx loop posting the same bodies, one by one.
 
@@ -15,6 +17,9 @@ Full size on PostgreSQL (its own database; migrated here):
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/baton_bench_messaging \
         .venv/bin/python bench/messaging.py
 CI: .venv/bin/python bench/messaging.py --quick   (SQLite in /tmp, 2,000 messages)
+--profile prints (and saves to /tmp/bench_messaging_*.pstats) a cProfile of
+scheduling and of each dispatch; OVERLAP=0 turns off sending one batch while
+the previous one is recorded (BATON_MESSAGING_OVERLAP_SENDS) for an A/B run.
 
 Target: dispatch >= 1,000 messages/s.
 """
@@ -37,6 +42,11 @@ def parse_args():
     p.add_argument("--messages", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--target", type=float, default=1000.0, help="dispatch messages/s")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="cProfile scheduling and dispatch (project functions by cumulative time, then the top 15 by own time)",
+    )
     return p.parse_args()
 
 
@@ -64,6 +74,7 @@ import time_machine  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
+from django.db.models import F  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 TIMEZONES = (
@@ -142,27 +153,34 @@ def setup_world(sink_url):
     return programs
 
 
-def schedule_all(programs, n):
-    from messaging.services import message_schedule
+def schedule_all(programs, n, chunk=2_000):
+    """Schedule through `messages_schedule_many`, `chunk` requests per call
+    (one transaction each), with every rule on: dedup, opt-outs, quiet
+    hours, the daily cap and its per-participant lock."""
+    from messaging.services import ScheduleRequest, messages_schedule_many
     from programs.actors import Actor
 
     actor = Actor.system("bench")
     t0 = time.perf_counter()
-    for i in range(n):
-        org, program = programs[i % 2]
-        message_schedule(
-            organization=org,
-            program=program,
-            enrollment_id=i + 1,
-            participant_ref=f"P-{i:07d}",
-            participant_timezone=TIMEZONES[i % len(TIMEZONES)],
-            locale="en",
-            template_key="invitation",
-            channel="sms",
-            step_instance_id=i + 1,
-            step_title="Invitation message",
-            actor=actor,
-        )
+    for start in range(0, n, chunk):
+        requests = []
+        for i in range(start, min(n, start + chunk)):
+            org, program = programs[i % 2]
+            requests.append(
+                ScheduleRequest(
+                    organization=org,
+                    program=program,
+                    enrollment_id=i + 1,
+                    participant_ref=f"P-{i:07d}",
+                    participant_timezone=TIMEZONES[i % len(TIMEZONES)],
+                    locale="en",
+                    template_key="invitation",
+                    channel="sms",
+                    step_instance_id=i + 1,
+                    step_title="Invitation message",
+                )
+            )
+        messages_schedule_many(requests=requests, actor=actor)
     return time.perf_counter() - t0
 
 
@@ -216,6 +234,26 @@ def baseline_httpx(url, n):
         return time.perf_counter() - t0
 
 
+def profiled(label, func, *args):
+    """Run func(*args), under cProfile with --profile (prints the top 30 by own time)."""
+    if not ARGS.profile:
+        return func(*args)
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    result = profiler.runcall(func, *args)
+    dump = f"/tmp/bench_messaging_{label.replace(' ', '_')}.pstats"
+    profiler.dump_stats(dump)
+    print(f"--- profile: {label} (saved to {dump}) ---")
+    stats = pstats.Stats(profiler)
+    stats.sort_stats("cumulative").print_stats(
+        r"(messaging|integrations|participants|programs)/", 30
+    )
+    stats.sort_stats("tottime").print_stats(15)
+    return result
+
+
 def dispatch_for(org, batch_size):
     """Dispatch only `org`'s messages: the other org's stay scheduled meanwhile."""
     from messaging.models import Message, MessageState
@@ -230,8 +268,9 @@ def dispatch_for(org, batch_size):
 def main():
     n = ARGS.messages or (2_000 if ARGS.quick else 100_000)
     settings.BATON_MESSAGING_DISPATCH_ON_COMMIT = False
-    settings.BATON_MESSAGING_DAILY_CAP = 0
+    settings.BATON_MESSAGING_DAILY_CAP = 3  # on: the cap, its counts and its lock are measured
     settings.BATON_ALLOW_INSECURE_WEBHOOKS = True
+    settings.BATON_MESSAGING_OVERLAP_SENDS = os.environ.get("OVERLAP", "1") == "1"
     call_command("migrate", verbosity=0)
     from messaging.models import Message, MessageState
 
@@ -244,7 +283,7 @@ def main():
 
         base_n = min(n, 5_000)
         base_insert = baseline_inserts(programs, base_n)
-        sched = schedule_all(programs, n)
+        sched = profiled("schedule", schedule_all, programs, n)
         sched_rate, base_rate = n / sched, base_n / base_insert
         print(
             f"schedule: {sched_rate:,.0f} msg/s (service: dedup, opt-outs, quiet hours, cap, "
@@ -264,18 +303,16 @@ def main():
                 ("console", console_org, webhook_org),
                 ("webhook", webhook_org, console_org),
             ):
-                # park the other org's messages in the far future for this run
-                parked = list(
-                    Message.objects.filter(
-                        organization=other, state=MessageState.SCHEDULED
-                    ).values_list("pk", "scheduled_for")
+                # park the other org's messages a year ahead for this run (one UPDATE each way)
+                parked = Message.objects.filter(organization=other, state=MessageState.SCHEDULED)
+                year = timedelta(days=365)
+                parked.update(scheduled_for=F("scheduled_for") + year)
+                pending, elapsed, stats = profiled(
+                    f"dispatch {label}", dispatch_for, org, ARGS.batch_size
                 )
-                Message.objects.filter(pk__in=[p for p, _ in parked]).update(
-                    scheduled_for=timezone.now() + timedelta(days=365)
+                Message.objects.filter(organization=other, state=MessageState.SCHEDULED).update(
+                    scheduled_for=F("scheduled_for") - year
                 )
-                pending, elapsed, stats = dispatch_for(org, ARGS.batch_size)
-                for pk, when in parked:
-                    Message.objects.filter(pk=pk).update(scheduled_for=when)
                 results[label] = (pending, elapsed, stats)
 
         base_attempts = baseline_attempt_inserts(base_n)

@@ -299,9 +299,11 @@ class WebhookConnector(Connector):
 
     The body is `OutboundMessage.payload()`; `webhook-id` is the message's
     idempotency key (`msg_<id>`), stable across retries so the tool can
-    dedup. The URL passes the SSRF guard before every send and redirects are
-    never followed. 2xx = sent (the tool may answer {"status": "delivered"}
-    or {"vendor_message_id": ...}); 408/425/429/5xx/timeouts are retryable;
+    dedup. The URL passes the SSRF guard once per dispatched batch
+    (`send_many`), which pins the address every send of the batch connects
+    to; redirects are never followed. 2xx = sent (the tool may answer
+    {"status": "delivered"} or {"vendor_message_id": ...});
+    408/425/429/5xx/timeouts are retryable;
     410 and 422 are undeliverable; any other 4xx or 3xx is a failure.
     """
 
@@ -309,9 +311,48 @@ class WebhookConnector(Connector):
     label = "Webhook to the customer's messaging tool"
     needs_url = True
     supports_callbacks = True
-    max_workers = 16
+    max_workers = 8
+    _pool: ThreadPoolExecutor | None = None
 
     def send(self, message: OutboundMessage) -> SendResult:
+        return self._send_to(message, target=None)
+
+    def send_many(self, messages: list[OutboundMessage]) -> list[SendResult]:
+        """The SSRF check (DNS included) runs once per batch; every send of the
+        batch connects to the address it pinned. Sends run on a pool of
+        `max_workers` threads kept for the connector's lifetime (one dispatch
+        run); no database rows are locked while they run."""
+        from integrations.ssrf import HostResolutionError, UnsafeURLError, check_url
+
+        if not messages:
+            return []
+        try:
+            target = check_url(self.config.url, for_send=True)
+        except (HostResolutionError, UnsafeURLError):
+            target = None  # each send re-checks and reports the refusal as its outcome
+        if len(messages) == 1:
+            return [self._send_guarded_to(messages[0], target)]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                max_workers=self.max_workers, thread_name_prefix=f"connector-{self.kind}"
+            )
+        return list(self._pool.map(lambda m: self._send_guarded_to(m, target), messages))
+
+    def _send_guarded_to(self, message: OutboundMessage, target) -> SendResult:
+        try:
+            return self._send_to(message, target=target)
+        except Exception as exc:  # a connector bug must become a failed send, not a crash
+            logger.exception(
+                "connector %s crashed sending message %s", self.kind, message.message_id
+            )
+            return SendResult.failed(f"connector error: {exc.__class__.__name__}", retryable=True)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _send_to(self, message: OutboundMessage, *, target) -> SendResult:
         from integrations.delivery_http import send_webhook
         from integrations.signing import sign_headers
 
@@ -322,8 +363,8 @@ class WebhookConnector(Connector):
             timestamp=timezone.now(),
             body=body,
         )
-        # SSRF check, pinned address, no redirects, 15 s timeout: delivery_http.
-        result = send_webhook(url=self.config.url, headers=headers, body=body)
+        # Pinned address (checked by send_many, or here), no redirects, 15 s: delivery_http.
+        result = send_webhook(url=self.config.url, headers=headers, body=body, target=target)
         status = result.status_code
         common = {"http_status": status, "duration_ms": result.latency_ms}
         if status is None:

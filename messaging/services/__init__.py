@@ -9,12 +9,13 @@ from messaging.services.messages import (
     message_schedule_reminder,
     message_switch_channel,
     messages_cancel_for_enrollment,
-    template_for,
 )
 from messaging.services.optouts import opt_out_record, opt_out_revoke
+from messaging.services.schedule import ScheduleRequest, messages_schedule_many, template_for
 from messaging.services.templates import template_create, template_new_version, template_publish
 
 __all__ = [
+    "ScheduleRequest",
     "callback_receive",
     "message_cancel",
     "message_resend",
@@ -23,6 +24,7 @@ __all__ = [
     "message_switch_channel",
     "messages_cancel_for_enrollment",
     "messages_dispatch_due",
+    "messages_schedule_many",
     "opt_out_record",
     "opt_out_revoke",
     "template_create",

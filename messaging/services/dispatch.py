@@ -21,12 +21,12 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter, defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from integrations.connectors import (
@@ -53,6 +53,7 @@ from messaging.rendering import render
 from messaging.services.messages import suppress_message
 from messaging.services.transitions import (
     bulk_save,
+    insert_rows,
     record_changes,
     transition_in_memory,
 )
@@ -86,6 +87,7 @@ def fallback_connector_kind() -> str | None:
 @dataclass
 class _Claimed:
     message_id: int
+    message: Message  # as claimed (queued, this attempt); reused when recording
     attempt: int
     connector_id: int | None
     connector_key: tuple
@@ -130,22 +132,26 @@ class _ConnectorCache:
             instance.close()
 
 
-def _due_filter(now):
-    return Q(state=MessageState.SCHEDULED, scheduled_for__lte=now) | Q(
-        state=MessageState.QUEUED, next_attempt_at__lte=now
-    )
-
-
 def _claim(batch_size: int, cache: _ConnectorCache, templates: dict, actor, stats):
     """Return (claimed items, rows locked); suppressed rows count as locked."""
     claimed: list[_Claimed] = []
     with transaction.atomic():
         now = timezone.now()
+        # Two index range scans (msg_retry_idx, then msg_due_idx) rather than
+        # one OR: the OR walks the scheduled_for index past every message
+        # already sent. Retries and expired leases first: they waited longest.
+        due = Message.objects.select_for_update(skip_locked=True)
         messages = list(
-            Message.objects.select_for_update(skip_locked=True)
-            .filter(_due_filter(now))
-            .order_by("scheduled_for", "pk")[:batch_size]
+            due.filter(state=MessageState.QUEUED, next_attempt_at__lte=now).order_by(
+                "next_attempt_at", "pk"
+            )[:batch_size]
         )
+        if len(messages) < batch_size:
+            messages += list(
+                due.filter(state=MessageState.SCHEDULED, scheduled_for__lte=now).order_by(
+                    "scheduled_for", "pk"
+                )[: batch_size - len(messages)]
+            )
         if not messages:
             return [], 0
         opted_out = set(
@@ -179,6 +185,7 @@ def _claim(batch_size: int, cache: _ConnectorCache, templates: dict, actor, stat
             claimed.append(
                 _Claimed(
                     message_id=message.pk,
+                    message=message,
                     attempt=message.attempts,
                     connector_id=connector_id,
                     connector_key=key,
@@ -264,27 +271,53 @@ def _record(items: list[_Claimed], results: list[SendResult], cache, actor, stat
     bulk. If that fails (a receiver raised), the group is recorded again
     message by message, each in a savepoint, so one bad message cannot hold
     back the others."""
+    now = timezone.now()
     with transaction.atomic():
-        locked = Message.objects.select_for_update().in_bulk([i.message_id for i in items])
+        # Lock the rows and read only what may have changed while we sent
+        # (state, attempts): a row still queued on this attempt is the one we
+        # claimed, so the claimed instance is recorded as is. Anything else
+        # (canceled, reported by a fast callback, re-claimed) is loaded afresh.
+        current = {
+            pk: (state, attempts)
+            for pk, state, attempts in Message.objects.select_for_update()
+            .filter(pk__in=[i.message_id for i in items])
+            .values_list("pk", "state", "attempts")
+        }
+        changed = [
+            i.message_id
+            for i in items
+            if i.message_id in current and current[i.message_id] != (MessageState.QUEUED, i.attempt)
+        ]
+        fresh = Message.objects.in_bulk(changed) if changed else {}
+        locked = {
+            i.message_id: fresh.get(i.message_id, i.message)
+            for i in items
+            if i.message_id in current
+        }
+        kinds = {}
         rows = []
         for item, result in zip(items, results, strict=True):
+            key = item.connector_key
+            if key not in kinds:
+                kinds[key] = cache.get(key).kind if key else "none"
             rows.append(
-                DeliveryAttempt(
-                    message_id=item.message_id,
-                    connector_id=item.connector_id,
-                    connector_kind=cache.get(item.connector_key).kind
-                    if item.connector_key
-                    else "none",
-                    number=item.attempt,
-                    outcome=result.outcome if not result.retryable else f"{result.outcome}_retry",
-                    retryable=result.retryable,
-                    http_status=result.http_status,
-                    duration_ms=result.duration_ms,
-                    error=result.error[:2000],
-                    record=result.record,
-                )
+                {
+                    "message_id": item.message_id,
+                    "connector_id": item.connector_id,
+                    "connector_kind": kinds[key],
+                    "number": item.attempt,
+                    "outcome": result.outcome
+                    if not result.retryable
+                    else f"{result.outcome}_retry",
+                    "retryable": result.retryable,
+                    "http_status": result.http_status,
+                    "duration_ms": result.duration_ms,
+                    "error": result.error[:2000],
+                    "record": result.record,
+                    "created_at": now,
+                }
             )
-        DeliveryAttempt.objects.bulk_create(rows)
+        insert_rows(DeliveryAttempt, rows)
         pairs = [
             (locked[item.message_id], item, result)
             for item, result in zip(items, results, strict=True)
@@ -332,16 +365,51 @@ def _record_group(pairs, actor, stats) -> None:
     record_changes(changes, actor=actor)
 
 
+def _send_batch(claimed: list[_Claimed], cache: _ConnectorCache) -> list[tuple]:
+    """Send a claimed batch, per connector: [(items, results), ...]. No
+    database access (runs on the sender thread)."""
+    groups: dict[tuple, list[_Claimed]] = defaultdict(list)
+    for item in claimed:
+        groups[item.connector_key].append(item)
+    sent = []
+    for key, items in groups.items():
+        if key is None:
+            results = [
+                SendResult.failed(
+                    "no enabled connector serves this channel for the organization",
+                    retryable=False,
+                )
+                for _ in items
+            ]
+        else:
+            results = cache.get(key).send_many([i.outbound for i in items])
+        sent.append((items, results))
+    return sent
+
+
+def _record_batch(sent: list[tuple], cache, actor, stats) -> None:
+    for items, results in sent:
+        _record(items, results, cache, actor, stats)
+
+
 def messages_dispatch_due(*, batch_size: int = 200, max_batches: int | None = None) -> dict:
     """Send every due message (scheduled_for <= now, or a queued retry whose
     time has come); return counts. Safe to run on several workers at once:
     skip_locked hands each row to one of them. Audits every state change
-    (actor `system:messaging.dispatch`) and writes one DeliveryAttempt per send."""
+    (actor `system:messaging.dispatch`) and writes one DeliveryAttempt per send.
+    Batch N is sent while batch N-1 is recorded and N+1 claimed (each claimed
+    row carries a lease, so a crash mid-way retries it)."""
     actor = Actor.system("messaging.dispatch")
     cache = _ConnectorCache()
     templates: dict[int, MessageTemplate] = {}
     stats: Counter = Counter()
     batches = 0
+    # One batch is sent (on the sender thread, no database access, no row
+    # locked) while the previous one is recorded and the next one claimed
+    # here: the database round trips and the HTTP waits overlap.
+    overlap = getattr(settings, "BATON_MESSAGING_OVERLAP_SENDS", True)
+    sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="messaging-send")
+    in_flight = None
     try:
         while max_batches is None or batches < max_batches:
             claimed, locked = _claim(batch_size, cache, templates, actor, stats)
@@ -349,22 +417,27 @@ def messages_dispatch_due(*, batch_size: int = 200, max_batches: int | None = No
                 break
             batches += 1
             stats["claimed"] += len(claimed)
-            groups: dict[tuple, list[_Claimed]] = defaultdict(list)
-            for item in claimed:
-                groups[item.connector_key].append(item)
-            for key, items in groups.items():
-                if key is None:
-                    results = [
-                        SendResult.failed(
-                            "no enabled connector serves this channel for the organization",
-                            retryable=False,
-                        )
-                        for _ in items
-                    ]
-                else:
-                    results = cache.get(key).send_many([i.outbound for i in items])
-                _record(items, results, cache, actor, stats)
+            if overlap:
+                sending = sender.submit(_send_batch, claimed, cache)
+            else:
+                sending = Future()
+                sending.set_result(_send_batch(claimed, cache))
+            if in_flight is not None:
+                previous, in_flight = in_flight, None
+                _record_batch(previous.result(), cache, actor, stats)
+            in_flight = sending
+        if in_flight is not None:
+            previous, in_flight = in_flight, None
+            _record_batch(previous.result(), cache, actor, stats)
     finally:
+        if in_flight is not None:
+            # Something failed while this batch was being sent: record its
+            # outcomes anyway; if that fails too, the lease expiry retries it.
+            try:
+                _record_batch(in_flight.result(), cache, actor, stats)
+            except Exception:
+                logger.exception("could not record a sent batch; its lease expiry retries it")
+        sender.shutdown(wait=True)
         cache.close()
     stats["batches"] = batches
     return dict(stats)

@@ -1,4 +1,4 @@
-"""Scheduling, canceling and resending messages."""
+"""Canceling, resending and switching messages (scheduling: messaging.services.schedule)."""
 
 from __future__ import annotations
 
@@ -8,226 +8,29 @@ import time as _time
 from datetime import datetime
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from messaging.errors import MessageNotFound, TemplateNotFound
 from messaging.models import (
-    CAP_STATES,
-    CHANNEL_PREFERENCE,
     PENDING_STATES,
     Message,
     MessageKind,
-    MessageState,
-    MessageTemplate,
     OptOut,
     SuppressionReason,
 )
-from messaging.rendering import build_variables
-from messaging.scheduling import local_day_bounds, next_allowed, zone
-from messaging.services.transitions import apply_transition, record_change
+from messaging.scheduling import next_allowed, zone
+from messaging.services.schedule import (  # noqa: F401 - re-exported
+    ScheduleRequest,
+    daily_cap,
+    message_schedule,
+    messages_schedule_many,
+    template_for,
+)
+from messaging.services.transitions import apply_transition
 from programs.actors import as_actor
 
 logger = logging.getLogger(__name__)
-
-
-def daily_cap() -> int:
-    """Messages per participant per local day (all channels); 0 turns the cap off."""
-    return int(getattr(settings, "BATON_MESSAGING_DAILY_CAP", 3))
-
-
-def _locales(locale: str) -> list[str]:
-    out = []
-    for candidate in (locale, (locale or "").split("-")[0], "en"):
-        if candidate and candidate not in out:
-            out.append(candidate)
-    return out
-
-
-def template_for(
-    *, program, key: str, locale: str, channel: str | None, avoid_channels=()
-) -> MessageTemplate:
-    """The latest published version for `key`, falling back from `es-US` to `es`
-    to `en`. Without a channel, channels are tried in CHANNEL_PREFERENCE order,
-    skipping `avoid_channels` (opted out) while another one has a template."""
-    locales = _locales(locale)
-    templates = list(
-        MessageTemplate.objects.filter(
-            program=program, key=key, locale__in=locales, published_at__isnull=False
-        ).order_by("-version")
-    )
-    if channel:
-        templates = [t for t in templates if t.channel == channel]
-    if not templates:
-        where = f" on {channel}" if channel else ""
-        raise TemplateNotFound(
-            f"no published template {key!r}{where} for locale {locale!r} in {program}; "
-            "load templates (manage.py load_templates) or publish one in the admin"
-        )
-
-    def rank(t):
-        channel_rank = (
-            CHANNEL_PREFERENCE.index(t.channel) if t.channel in CHANNEL_PREFERENCE else 99
-        )
-        return (t.channel in avoid_channels, locales.index(t.locale), channel_rank, -t.version)
-
-    return sorted(templates, key=rank)[0]
-
-
-def _existing(*, organization_id, step_instance_id, template_key, dedup_key):
-    qs = Message.objects.filter(organization_id=organization_id)
-    if step_instance_id is not None:
-        found = qs.filter(step_instance_id=step_instance_id, template_key=template_key).first()
-        if found:
-            return found
-    if dedup_key:
-        return qs.filter(dedup_key=dedup_key).first()
-    return None
-
-
-def _cap_reached(*, organization_id, participant_ref, at: datetime, tz) -> bool:
-    cap = daily_cap()
-    if cap <= 0:
-        return False
-    start, end = local_day_bounds(at, tz)
-    sent_today = Message.objects.filter(
-        organization_id=organization_id,
-        participant_ref=participant_ref,
-        state__in=CAP_STATES,
-        scheduled_for__gte=start,
-        scheduled_for__lt=end,
-    ).count()
-    return sent_today >= cap
-
-
-def message_schedule(
-    *,
-    organization,
-    program,
-    enrollment_id: int,
-    participant_ref: str,
-    participant_timezone: str,
-    locale: str,
-    template_key: str,
-    channel: str | None = None,
-    step_instance_id: int | None = None,
-    step_title: str = "",
-    due_at: datetime | None = None,
-    not_before: datetime | None = None,
-    dedup_key: str | None = None,
-    actor,
-    kind: str | None = None,
-    complete_on: str | None = None,
-) -> tuple[Message, bool]:
-    """Schedule one message; return (message, created).
-
-    Rules, in order:
-    - dedup: a message already exists for this step and template (or this
-      `dedup_key`) -> it is returned with created=False. A unique constraint
-      backs this under concurrency;
-    - the template is the latest published version for the key, locale
-      (with fallback) and channel (preferring one the participant has not
-      opted out of when `channel` is None); TemplateNotFound otherwise;
-    - `scheduled_for` is `not_before` (or now), moved out of the program's
-      quiet hours in the participant's timezone;
-    - suppressed at once (reason recorded) when the participant opted out of
-      the channel, when quiet hours push it past the template's expiry, or
-      when the participant's daily frequency cap is reached.
-    Audited as `message.scheduled` (then `message.suppressed`), with outbox
-    events `messaging.message.scheduled|suppressed` and `message_status_changed`.
-    Safe inside the caller's transaction (participants schedules on step creation).
-    """
-    actor = as_actor(actor)
-    organization_id = getattr(organization, "pk", organization)
-    now = timezone.now()
-    existing = _existing(
-        organization_id=organization_id,
-        step_instance_id=step_instance_id,
-        template_key=template_key,
-        dedup_key=dedup_key,
-    )
-    if existing is not None:
-        return existing, False
-
-    opted_out = set(
-        OptOut.objects.filter(
-            organization_id=organization_id, participant_ref=participant_ref
-        ).values_list("channel", flat=True)
-    )
-    template = template_for(
-        program=program,
-        key=template_key,
-        locale=locale,
-        channel=channel,
-        avoid_channels=opted_out,
-    )
-    tz = zone(participant_timezone, program.timezone)
-    candidate = max(now, not_before) if not_before else now
-    scheduled_for = next_allowed(candidate, tz, program.quiet_hours_start, program.quiet_hours_end)
-    expires_at = candidate + template.expires_after if template.expires_after else None
-
-    suppression = ""
-    if template.channel in opted_out:
-        suppression = SuppressionReason.OPTED_OUT
-    elif expires_at is not None and scheduled_for > expires_at:
-        suppression = SuppressionReason.QUIET_HOURS
-    elif _cap_reached(
-        organization_id=organization_id, participant_ref=participant_ref, at=scheduled_for, tz=tz
-    ):
-        suppression = SuppressionReason.FREQUENCY_CAP
-
-    variables = build_variables(
-        program_name=program.name,
-        organization_name=getattr(organization, "name", "") or program.organization.name,
-        step_title=step_title,
-        due_at=due_at,
-        timezone_name=tz.key,
-        links=template.links,
-    )
-    kind = kind or (MessageKind.STEP if step_instance_id is not None else MessageKind.OTHER)
-    try:
-        with transaction.atomic():
-            message = Message.objects.create(
-                organization_id=organization_id,
-                program=program,
-                enrollment_id=enrollment_id,
-                step_instance_id=step_instance_id,
-                step_title=step_title[:200],
-                kind=kind,
-                participant_ref=participant_ref,
-                participant_timezone=tz.key,
-                locale=locale or "en",
-                template=template,
-                template_key=template_key,
-                template_version=template.version,
-                channel=template.channel,
-                complete_on=complete_on or template.complete_on,
-                variables=variables,
-                due_at=due_at,
-                scheduled_for=scheduled_for,
-                expires_at=expires_at,
-                dedup_key=dedup_key or None,
-            )
-            reason = ""
-            if scheduled_for != candidate:
-                reason = f"moved out of quiet hours to {scheduled_for.isoformat()}"
-            record_change(message, from_state="", actor=actor, reason=reason)
-            if suppression:
-                suppress_message(message, suppression, actor)
-    except IntegrityError:
-        # A concurrent call created it first (unique step+template / dedup key).
-        existing = _existing(
-            organization_id=organization_id,
-            step_instance_id=step_instance_id,
-            template_key=template_key,
-            dedup_key=dedup_key,
-        )
-        if existing is None:
-            raise
-        return existing, False
-    if message.state == MessageState.SCHEDULED and message.scheduled_for <= timezone.now():
-        transaction.on_commit(kick_dispatcher)
-    return message, True
 
 
 def suppress_message(message: Message, reason_code: str, actor) -> Message:

@@ -94,3 +94,83 @@ def test_r5_one_callback_replayed_1000_times_50_at_a_time_has_one_effect(
     assert AuditEvent.objects.filter(action="message.failed").count() == 1
     assert CallbackLog.objects.count() == 1
     assert OpsException.objects.get(kind="message_failed").occurrences == 1
+
+
+def test_concurrent_schedules_for_one_participant_never_exceed_the_daily_cap(
+    program, schedule, settings
+):
+    # given a cap of 3 per local day and no quiet hours (all land on one day)
+    settings.BATON_MESSAGING_DAILY_CAP = 3
+    settings.BATON_MESSAGING_DISPATCH_ON_COMMIT = False
+    program.quiet_hours_start = program.quiet_hours_end = None
+    program.save(update_fields=["quiet_hours_start", "quiet_hours_end"])
+
+    # when 12 workers each schedule a different step's message for one participant
+    @_in_thread
+    def attempt(i):
+        message, _created = schedule(
+            enrollment_id=1, step_instance_id=500 + i, participant_ref="P-CAPPED"
+        )
+        return message.state
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        states = list(pool.map(attempt, range(12)))
+
+    # then exactly the cap is scheduled, the rest suppressed for the cap
+    counted = Message.objects.filter(participant_ref="P-CAPPED", state=MessageState.SCHEDULED)
+    assert counted.count() == 3, states
+    assert states.count(MessageState.SCHEDULED) == 3
+    assert (
+        Message.objects.filter(
+            participant_ref="P-CAPPED", suppression_reason="frequency_cap"
+        ).count()
+        == 9
+    )
+
+
+def test_concurrent_batches_for_overlapping_participants_keep_the_cap(
+    program, templates, org, settings
+):
+    from messaging.services import ScheduleRequest, messages_schedule_many
+    from messaging.tests.conftest import SYSTEM
+
+    program.quiet_hours_start = program.quiet_hours_end = None
+    program.save(update_fields=["quiet_hours_start", "quiet_hours_end"])
+
+    # given 6 batches, each with 2 messages for each of the same 5 participants
+    # (in a different order per batch, so lock order matters)
+    def batch(worker):
+        refs = [f"P-{(worker + k) % 5}" for k in range(5)]
+        return [
+            ScheduleRequest(
+                organization=org,
+                program=program,
+                enrollment_id=1,
+                participant_ref=ref,
+                participant_timezone="UTC",
+                locale="en",
+                template_key="invitation",
+                channel="sms",
+                step_instance_id=10_000 + worker * 100 + n * 10 + j,
+            )
+            for n, ref in enumerate(refs)
+            for j in range(2)
+        ]
+
+    @_in_thread
+    def run(worker):
+        return messages_schedule_many(requests=batch(worker), actor=SYSTEM)
+
+    settings.BATON_MESSAGING_DAILY_CAP = 3
+    settings.BATON_MESSAGING_DISPATCH_ON_COMMIT = False
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(run, range(6)))
+
+    # then no participant has more than 3 counted messages, and all 60 exist
+    assert Message.objects.count() == 60
+    per_participant = dict(
+        Message.objects.filter(state=MessageState.SCHEDULED)
+        .values_list("participant_ref")
+        .annotate(n=Count("pk"))
+    )
+    assert per_participant == {f"P-{i}": 3 for i in range(5)}

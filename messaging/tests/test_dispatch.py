@@ -210,3 +210,60 @@ def test_timeline_contributor_yields_rows_for_the_enrollment(schedule):
     assert len(mine) == 1
     assert mine[0].title == "Message invitation delivered"
     assert mine[0].url.endswith(f"/messaging/message/{message.pk}/change/")
+
+
+def test_batches_are_pipelined_and_every_message_is_recorded_once(schedule):
+    # given 25 due messages and batches of 10 (sent while the previous is recorded)
+    from programs.models import AuditEvent
+
+    messages = [schedule()[0] for _ in range(25)]
+    # when
+    stats = messages_dispatch_due(batch_size=10)
+    # then three batches, each message delivered once with one attempt and its audit rows
+    assert stats["batches"] == 3 and stats["delivered"] == 25
+    assert DeliveryAttempt.objects.count() == 25
+    for action in ("message.queued", "message.sent", "message.delivered"):
+        assert AuditEvent.objects.filter(action=action).count() == 25
+    states = {m.state for m in type(messages[0]).objects.filter(pk__in=[m.pk for m in messages])}
+    assert states == {MessageState.DELIVERED}
+
+
+def test_message_canceled_while_in_flight_keeps_its_state(schedule, monkeypatch):
+    # given a message whose send is in flight when a person cancels it
+    from messaging.services import dispatch, message_cancel
+    from programs.models import AuditEvent
+
+    message, _ = schedule()
+    record = dispatch._record_batch
+
+    def cancel_then_record(sent, *args):
+        message_cancel(message_id=message.pk, reason="withdrawn", actor=SYSTEM)
+        record(sent, *args)
+
+    monkeypatch.setattr(dispatch, "_record_batch", cancel_then_record)
+    # when the dispatcher records the send
+    stats = messages_dispatch_due()
+    # then the message stays canceled, the attempt is kept and the late send audited
+    message.refresh_from_db()
+    assert message.state == MessageState.CANCELED
+    assert stats["stale"] == 1
+    assert DeliveryAttempt.objects.filter(message=message).count() == 1
+    assert AuditEvent.objects.filter(action="message.sent_after_cancel").count() == 1
+
+
+def test_dispatch_queries_do_not_grow_with_the_batch(schedule):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    counts = []
+    for count in (5, 40):
+        # given `count` due messages (console connector)
+        for _ in range(count):
+            schedule()
+        # when one batch takes them all
+        with CaptureQueriesContext(connection) as captured:
+            stats = messages_dispatch_due(batch_size=100)
+        assert stats["delivered"] == count
+        counts.append(len(captured))
+    # then the same number of statements for 5 and for 40 messages
+    assert counts[0] == counts[1] <= 30, counts
