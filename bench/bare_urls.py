@@ -1,4 +1,7 @@
-"""The framework ceiling: a DRF view with no auth, no checks, one INSERT."""
+"""The framework ceiling: a DRF view with no auth, no checks, one INSERT.
+
+Served under /api/ like the partner API, so both go through the same
+middleware (the API fast path of integrations/api/middleware.py)."""
 
 import json
 
@@ -31,4 +34,4 @@ def healthz(request):
     return JsonResponse({"ok": True})
 
 
-urlpatterns = [path("bare/", BareInsert.as_view()), path("healthz", healthz)]
+urlpatterns = [path("api/bare/", BareInsert.as_view()), path("healthz", healthz)]

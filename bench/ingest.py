@@ -2,8 +2,9 @@
 
 In one run, against one freshly migrated PostgreSQL database:
 - baseline: a bare DRF endpoint (bench/bare_urls.py: no auth, no checks)
-  that inserts one row per request, served by gunicorn with the same
-  worker count: the framework ceiling;
+  that inserts one row per request, at /api/bare/ (the same middleware
+  path as the partner API), served by gunicorn with the same workers and
+  threads (default: cpu count x 4 threads, gthread): the framework ceiling;
 - `POST /api/v1/events/` with everything real: bearer-key auth, throttle,
   PHI guard, Idempotency-Key claim and stored response, event storage, step
   matching under the enrollment row lock, audit and outbox rows;
@@ -43,7 +44,10 @@ def parse_args():
     p.add_argument("--quick", action="store_true", help="3 s phases, 200 participants, batch 50")
     p.add_argument("--seconds", type=float, default=None)
     p.add_argument("--clients", type=int, default=8)
-    p.add_argument("--workers", type=int, default=None, help="gunicorn workers (default 2*cpu)")
+    p.add_argument("--workers", type=int, default=None, help="gunicorn workers (default cpu count)")
+    p.add_argument(
+        "--threads", type=int, default=4, help="threads per gunicorn worker (gthread; default 4)"
+    )
     p.add_argument("--participants", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
     return p.parse_args()
@@ -117,7 +121,7 @@ print(json.dumps({{"key": raw, "refs": refs}}))
     return data["key"], data["refs"]
 
 
-def start_gunicorn(settings_module: str, wsgi: str, port: int, workers: int):
+def start_gunicorn(settings_module: str, wsgi: str, port: int, workers: int, threads: int):
     proc = subprocess.Popen(
         [
             str(ROOT / ".venv" / "bin" / "gunicorn"),
@@ -126,6 +130,10 @@ def start_gunicorn(settings_module: str, wsgi: str, port: int, workers: int):
             f"127.0.0.1:{port}",
             "--workers",
             str(workers),
+            "--threads",
+            str(threads),
+            "--worker-class",
+            "gthread" if threads > 1 else "sync",
             "--log-level",
             "warning",
             "--timeout",
@@ -205,8 +213,12 @@ def main():
     seconds = args.seconds or (3 if args.quick else 15)
     n_participants = args.participants or (200 if args.quick else 2000)
     batch_size = args.batch or (50 if args.quick else 500)
-    workers = args.workers or 2 * (os.cpu_count() or 1)
-    print(f"ingest bench: {args.clients} clients, {workers} gunicorn workers, {seconds}s phases")
+    workers = args.workers or (os.cpu_count() or 1)
+    threads = args.threads
+    print(
+        f"ingest bench: {args.clients} clients, {workers} gunicorn workers x {threads} threads, "
+        f"{seconds}s phases, load average {os.getloadavg()[0]:.2f}"
+    )
     recreate_database()
     key, refs = setup_data(n_participants)
     auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
@@ -223,10 +235,10 @@ def main():
         }
 
     results = {}
-    bare = start_gunicorn("bench.bare_settings", "bench.bare_wsgi", 8771, workers)
+    bare = start_gunicorn("bench.bare_settings", "bench.bare_wsgi", 8771, workers, threads)
     try:
         count, elapsed, lat, errors = run_load(
-            "http://127.0.0.1:8771/bare/",
+            "http://127.0.0.1:8771/api/bare/",
             lambda n, s: json.dumps(event(n, s)),
             lambda n, s: {"Content-Type": "application/json"},
             args.clients,
@@ -237,7 +249,7 @@ def main():
     finally:
         stop(bare)
 
-    real = start_gunicorn("config.settings", "config.wsgi", 8772, workers)
+    real = start_gunicorn("config.settings", "config.wsgi", 8772, workers, threads)
     try:
         count, elapsed, lat, errors = run_load(
             "http://127.0.0.1:8772/api/v1/events/",
@@ -283,6 +295,7 @@ def main():
                 "ratio": round(ratio, 3),
                 "batch_events_per_s": round(batch_rate, 1),
                 "batch_p50_ms": round(results["batch"][1], 1),
+                "load_average_1m": round(os.getloadavg()[0], 2),
             }
         ),
     )

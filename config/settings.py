@@ -77,9 +77,12 @@ INSTALLED_APPS = [
     "participants",
 ]
 
+# Partner API requests (bearer keys, JSON) skip the browser middleware between
+# ApiFastPathMiddleware and ApiFastPathEnd: see integrations/api/middleware.py.
 MIDDLEWARE = [
     "config.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "integrations.api.middleware.ApiFastPathMiddleware",
     "programs.security.middleware.BatonCSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -92,8 +95,11 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "programs.security.middleware.SecurityHeadersMiddleware",
-    "axes.middleware.AxesMiddleware",  # must stay last (django-axes)
+    "axes.middleware.AxesMiddleware",  # last of the browser group (django-axes)
+    "integrations.api.middleware.ApiFastPathEnd",  # a pass-through marker
 ]
+API_FAST_PATH_PREFIX = "/api/"
+API_FAST_PATH_EXCLUDE = ("/api/v1/docs/", "/api/v1/schema/")  # pages browsers load
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -262,6 +268,28 @@ CSP_PATH_OVERRIDES = {
         "style-src": [_SELF, "'sha256-MMpT0iDxyjALd9PdfepImGX3DBfJPXZ4IlDWdPAgtn0='"],
     },
 }
+
+# --- Cache ------------------------------------------------------------------------
+# The partner API's per-key throttle counters live in the cache. With REDIS_URL
+# set, Django's RedisCache (the `redis` package) shares them across gunicorn
+# workers and machines: production should set it (or CACHE_URL). Without it,
+# a per-process local-memory cache: fine for development and tests, but each
+# worker then counts on its own, so the effective limit is N workers x rate.
+CACHE_URL = env.str("CACHE_URL", default=env.str("REDIS_URL", default=""))
+if CACHE_URL:
+    if not CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured("CACHE_URL/REDIS_URL must be a redis:// or unix:// URL")
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="baton"),
+            # fail fast; the throttle lets requests through while the cache is down
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- REST API ---------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -15,7 +15,6 @@ import secrets
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
 
@@ -135,23 +134,13 @@ def authenticate_key(raw_key: str):
     One message for every failure (unknown, wrong, revoked, expired) so a
     caller cannot probe which keys exist.
     """
-    from integrations.models import ApiClient
 
     failed = exceptions.AuthenticationFailed("Invalid, expired or revoked API key.")
     prefix = split_key(raw_key)
     client = None
     scope_ids: set[int] = set()
     if prefix is not None:
-        # One query: the key, its organization and its program scopes (a LEFT
-        # JOIN on the scope table gives one row per scoped program).
-        rows = list(
-            ApiClient.objects.select_related("organization")
-            .filter(prefix=prefix)
-            .annotate(_scope_id=F("programs__id"))
-        )
-        if rows:
-            client = rows[0]
-            scope_ids = {row._scope_id for row in rows if row._scope_id is not None}
+        client, scope_ids = _client_by_prefix(prefix)
     stored = client.key_hash if client is not None else _DUMMY_HASH
     if not hmac.compare_digest(stored, hash_key(raw_key)) or client is None:
         raise failed
@@ -165,6 +154,42 @@ def authenticate_key(raw_key: str):
     client.scope_ids = frozenset(scope_ids)
     client.actor = Actor.for_api_client(client)
     return client
+
+
+def _client_by_prefix(prefix: str):
+    """One query: the key, its organization and its program scopes (a LEFT
+    JOIN on the scope table gives one row per scoped program). Hand-written
+    SQL: it runs on every request, and compiling the equivalent ORM query
+    cost more CPU than running it (integrations/rows.py)."""
+    from django.db import connection
+
+    from integrations.models import ApiClient
+    from integrations.rows import columns, set_related
+    from programs.models import Organization
+
+    quote = connection.ops.quote_name
+    client_cols = columns(ApiClient, "c")
+    org_cols = columns(Organization, "o")
+    m2m = ApiClient._meta.get_field("programs")
+    scopes = m2m.remote_field.through._meta
+    own_col = scopes.get_field(m2m.m2m_field_name()).column
+    program_col = scopes.get_field(m2m.m2m_reverse_field_name()).column
+    sql = (
+        f"SELECT {client_cols.sql}, {org_cols.sql}, s.{quote(program_col)} "  # noqa: S608
+        f"FROM {quote(ApiClient._meta.db_table)} c "
+        f"JOIN {quote(Organization._meta.db_table)} o ON o.{quote('id')} = c."
+        f"{quote('organization_id')} "
+        f"LEFT JOIN {quote(scopes.db_table)} s ON s.{quote(own_col)} = c.{quote('id')} "
+        f"WHERE c.{quote('prefix')} = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [prefix])
+        rows = cursor.fetchall()
+    if not rows:
+        return None, set()
+    client = client_cols.load(rows[0])
+    set_related(client, "organization", org_cols.load(rows[0], client_cols.width))
+    return client, {row[-1] for row in rows if row[-1] is not None}
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):

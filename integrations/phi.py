@@ -383,7 +383,7 @@ def classify_value(text: str) -> str | None:
         return "email"
     if _DATA_IMAGE.match(text):
         return "photo"
-    has_digit = any(c.isdigit() for c in text)
+    has_digit = any(map(str.isdigit, text))  # a C-level loop: this runs per value
     if _URL.search(text):
         return "url"
     if not has_digit:

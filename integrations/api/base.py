@@ -3,9 +3,9 @@
 Order of a request: 413 on an oversized Content-Length (before anything
 else), authentication (401), permission (403 for a read-only key on POST),
 throttle (429), then for bodies the PHI guard (422, nothing stored) and for
-POST the Idempotency-Key claim. The view and the storing of its response run
-in one transaction, so a replay never sees a response whose writes rolled
-back.
+POST the Idempotency-Key claim. The claim, the view and the storing of its
+response run in one transaction (one commit), so a replay never sees a
+response whose writes rolled back, and a crash leaves no claim behind.
 """
 
 from __future__ import annotations
@@ -64,13 +64,12 @@ class PartnerAPIView(APIView):
             self.phi_guard(request)
 
     def dispatch(self, request, *args, **kwargs):
-        """DRF's dispatch, with the Idempotency-Key claim around the handler."""
+        """DRF's dispatch, with the Idempotency-Key handling around the handler."""
         self.args = args
         self.kwargs = kwargs
         request = self.initialize_request(request, *args, **kwargs)
         self.request = request
         self.headers = self.default_response_headers
-        claim = None
         try:
             self.initial(request, *args, **kwargs)
             handler = getattr(self, request.method.lower(), None)
@@ -78,44 +77,79 @@ class PartnerAPIView(APIView):
                 handler = self.http_method_not_allowed
             key = idempotency.read_key(request) if request.method == "POST" else None
             if key is not None and handler is not self.http_method_not_allowed:
-                outcome = idempotency.idempotency_begin(
-                    client=request.auth,
-                    key=key,
-                    method=request.method,
-                    path=request.path,
-                    data=request.data,
-                )
-                if isinstance(outcome, idempotency.Replay):
-                    response = HttpResponse(
-                        outcome.body,
-                        status=outcome.status_code,
-                        content_type=outcome.content_type or "application/json",
-                    )
-                    response["Idempotent-Replayed"] = "true"
-                    return response
-                claim = outcome
-                with transaction.atomic():
-                    try:
-                        response = handler(request, *args, **kwargs)
-                    except Exception as exc:
-                        response = self.handle_exception(exc)
-                    response = self.finalize_response(request, response, *args, **kwargs)
-                    response.render()
+                self.response = self._idempotent(request, handler, key, *args, **kwargs)
+                return self.response
+            response = handler(request, *args, **kwargs)
+        except Exception as exc:
+            response = self.handle_exception(exc)
+        self.response = self.finalize_response(request, response, *args, **kwargs)
+        return self.response
+
+    def _idempotent(self, request, handler, key, *args, **kwargs):
+        """Claim the key, run the handler and store its response in ONE
+        transaction (one commit; a concurrent request with the same key gets
+        409 while this one runs, and a replay after it). If the handler
+        raises, its writes roll back and the error response is stored in a
+        second, short transaction. 5xx and 429 are never stored (and roll
+        back)."""
+
+        def begin():
+            return idempotency.idempotency_begin(
+                client=request.auth,
+                key=key,
+                method=request.method,
+                path=request.path,
+                data=request.data,
+            )
+
+        error = None
+        with transaction.atomic():
+            outcome = begin()
+            if isinstance(outcome, idempotency.Replay):
+                return _replay_response(outcome)
+            try:
+                response = handler(request, *args, **kwargs)
+            except Exception as exc:
+                error = exc
+                transaction.set_rollback(True)
+            else:
+                response = self.finalize_response(request, response, *args, **kwargs)
+                response.render()
+                if response.status_code in idempotency.NOT_STORED:
+                    transaction.set_rollback(True)
+                else:
                     idempotency.idempotency_finish(
-                        claim,
+                        outcome,
                         status_code=response.status_code,
                         body=response.content,
                         content_type=response.get("Content-Type", ""),
                     )
-                self.response = response
                 return response
-            response = handler(request, *args, **kwargs)
-        except Exception as exc:
-            if claim is not None:
-                idempotency.idempotency_release(claim)
-            response = self.handle_exception(exc)
-        self.response = self.finalize_response(request, response, *args, **kwargs)
-        return self.response
+        response = self.handle_exception(error)  # re-raises what is not an API error
+        response = self.finalize_response(request, response, *args, **kwargs)
+        response.render()
+        if response.status_code not in idempotency.NOT_STORED:
+            with transaction.atomic():
+                outcome = begin()
+                if isinstance(outcome, idempotency.Replay):  # another request got there first
+                    return _replay_response(outcome)
+                idempotency.idempotency_finish(
+                    outcome,
+                    status_code=response.status_code,
+                    body=response.content,
+                    content_type=response.get("Content-Type", ""),
+                )
+        return response
+
+
+def _replay_response(outcome) -> HttpResponse:
+    response = HttpResponse(
+        outcome.body,
+        status=outcome.status_code,
+        content_type=outcome.content_type or "application/json",
+    )
+    response["Idempotent-Replayed"] = "true"
+    return response
 
 
 def render_json(data) -> bytes:

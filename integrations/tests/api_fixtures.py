@@ -63,3 +63,14 @@ def other_partner(other_org):
 def problem(response) -> dict:
     assert response["Content-Type"].startswith("application/problem+json"), response.content
     return json.loads(response.content)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttle_counters():
+    """Throttle counters live in the cache and key on the client id, which a
+    later test may reuse (rolled back ids): start and end every test clean."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()

@@ -102,3 +102,88 @@ def test_purge_is_a_registered_schedule():
 
     job = registry.schedules["integrations.purge_idempotency_keys"]
     assert job.func == "integrations.idempotency.purge_expired_keys"
+
+
+# --- the claim, the view and the stored response share one transaction ---------------
+
+
+def _view_that_writes_then(outcome):
+    """A partner view that writes an audit row, then returns or raises `outcome`."""
+    from rest_framework.response import Response
+
+    from integrations.api.base import PartnerAPIView
+    from integrations.problems import ConflictProblem
+    from programs.actors import Actor
+    from programs.services import audit_record
+
+    class WritesThen(PartnerAPIView):
+        def post(self, request):
+            audit_record(actor=Actor.system("test"), action="test.written")
+            if outcome == "raise":
+                raise ConflictProblem("no", problem_type="test-conflict")
+            if outcome == "crash":
+                raise RuntimeError("boom")
+            return Response({"ok": True}, status=201)
+
+    return WritesThen.as_view()
+
+
+def _post(view, raw_key, key="k-view", body=None):
+    from rest_framework.test import APIRequestFactory
+
+    request = APIRequestFactory().post(
+        "/api/v1/test/",
+        body or {"a": 1},
+        format="json",
+        HTTP_AUTHORIZATION=f"Bearer {raw_key}",
+        HTTP_IDEMPOTENCY_KEY=key,
+    )
+    response = view(request)
+    if hasattr(response, "render"):
+        response.render()
+    return response
+
+
+def _written():
+    from programs.models import AuditEvent
+
+    return AuditEvent.objects.filter(action="test.written").count()
+
+
+def test_success_commits_the_writes_and_stores_the_response_together(org):
+    # given
+    _client, raw = make_key(org)
+    view = _view_that_writes_then("return")
+    # when
+    first = _post(view, raw)
+    again = _post(view, raw)
+    # then the handler ran once; the replay has the same bytes
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.content == first.content and again["Idempotent-Replayed"] == "true"
+    assert _written() == 1
+    record = IdempotencyRecord.objects.get(key="k-view")
+    assert record.status_code == 201 and record.completed_at is not None
+
+
+def test_an_error_raised_by_the_view_rolls_its_writes_back_and_is_stored(org):
+    # given
+    _client, raw = make_key(org)
+    view = _view_that_writes_then("raise")
+    # when
+    first = _post(view, raw)
+    again = _post(view, raw)
+    # then the 409 is kept for replays, and the write before it is gone
+    assert first.status_code == again.status_code == 409
+    assert again.content == first.content and again["Idempotent-Replayed"] == "true"
+    assert _written() == 0
+
+
+def test_a_crash_stores_nothing_so_a_retry_runs_again(org):
+    # given
+    _client, raw = make_key(org)
+    # when
+    with pytest.raises(RuntimeError):
+        _post(_view_that_writes_then("crash"), raw)
+    # then no claim is left behind and the retry runs
+    assert not IdempotencyRecord.objects.filter(key="k-view").exists()
+    assert _post(_view_that_writes_then("return"), raw).status_code == 201

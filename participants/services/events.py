@@ -20,14 +20,16 @@ occurred_at, and an event older than the last one applied is still applied.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
-from django.db.models import Case, DateTimeField, Value, When
 from django.utils import timezone
 
-from integrations.outbox import outbox_write
+from config.request_id import get_request_id
+from integrations.outbox import outbox_write, outbox_write_many
+from integrations.rows import columns, set_related
 from participants.models import (
     NON_TERMINAL_STATES,
     OPEN_STEP_STATES,
@@ -40,7 +42,7 @@ from participants.models import (
 )
 from participants.services.steps import close_step
 from programs.actors import as_actor
-from programs.models import OpsException
+from programs.models import OpsException, Program, ProgramVersion
 from programs.services import exception_raise
 
 
@@ -77,8 +79,12 @@ def event_ingest(
     data: dict | None,
     actor,
     source: str = "",
+    program_ids=None,
 ) -> IngestResult:
     """Store a partner event and apply it (see the module docstring).
+
+    `program_ids` (a scoped API key's programs) limits the enrollments the
+    event may touch to those programs; None means every program.
 
     Idempotent per (organization, event_id): a duplicate returns the stored
     original with created=False and causes nothing else, also when duplicates
@@ -86,16 +92,20 @@ def event_ingest(
     Emits participants.step.completed per matched step (and enrollment events
     if a stage completes), or participants.event.unmatched.
 
-    One transaction. The participant's non-terminal enrollments are read and
-    locked in one statement (ascending ids: a stable lock order), their steps
-    in one more, and the event row is inserted once with its final
-    disposition.
+    One transaction (joining the caller's without a savepoint: an error rolls
+    the caller back too). The participant's non-terminal enrollments are read
+    and locked together with their steps in one statement (ascending ids: a
+    stable lock order), and the event row is inserted once with its final
+    disposition (`INSERT ... ON CONFLICT DO NOTHING`: a duplicate costs no
+    savepoint).
     """
     _validate(event_id, event_type, external_ref, occurred_at, data)
     actor = as_actor(actor)
     organization_id = getattr(organization, "pk", organization)
-    with transaction.atomic():
-        enrollments = _locked_enrollments(organization_id, [external_ref]).get(external_ref, [])
+    with transaction.atomic(savepoint=False):
+        enrollments, steps = _locked_enrollments_and_steps(
+            organization_id, external_ref, program_ids
+        )
         participant = (
             enrollments[0].participant
             if enrollments
@@ -103,20 +113,93 @@ def event_ingest(
                 organization_id=organization_id, external_ref=external_ref
             ).first()
         )
-        steps = _steps_by_enrollment(enrollments)
         plan = _plan(participant, enrollments, steps, event_type)
         event = _new_event(
             organization_id, event_id, event_type, external_ref, occurred_at, data, source, plan
         )
-        try:
-            with transaction.atomic():
-                event.save(force_insert=True)
-        except IntegrityError:
+        if not _insert_new_events([event]):
             original = ParticipantEvent.objects.get(
                 organization_id=organization_id, event_id=event_id
             )
             return IngestResult(event=original, created=False)
-        return _apply_plan(event, plan, actor, write_last_event=True)
+        if plan.matches and _needs_event_path(plan, steps):
+            return _apply_plan(event, plan, actor, write_last_event=True)
+        # the batch writer: the same rows as close_step, fewer statements
+        batch = _Batch(actor)
+        batch.add(0, event, plan, stored=True)
+        batch.flush()
+        if batch.unmatched:
+            return _unmatched(event, actor, plan.disposition)
+        return batch.results[0]
+
+
+def _insert_new_events(events: list[ParticipantEvent]) -> set[str]:
+    """INSERT the events, skipping those whose (organization, event_id) is
+    already stored (`ON CONFLICT DO NOTHING`, no savepoint, no error); set the
+    pk of the inserted ones and return their event ids."""
+    if not events:
+        return set()
+    connection = transaction.get_connection()
+    meta = ParticipantEvent._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    quote = connection.ops.quote_name
+    size = max(1, connection.ops.bulk_batch_size(fields, events) or len(events))
+    row_sql = f"({', '.join(['%s'] * len(fields))})"
+    # SQL by hand (the ORM's InsertQuery cannot say which rows were skipped);
+    # values go through each field's get_db_prep_save, as the ORM does.
+    insert = f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)})"
+    if connection.vendor == "postgresql":
+        suffix = " ON CONFLICT DO NOTHING"
+    else:  # SQLite: INSERT OR IGNORE
+        insert = insert.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
+        suffix = ""
+    suffix += f" RETURNING {quote(meta.pk.column)}, {quote('event_id')}"
+    inserted: dict[str, int] = {}
+    if connection.vendor == "postgresql" and len(events) > 1:
+        # One array parameter per column (INSERT ... SELECT FROM unnest): the
+        # statement text stays short whatever the batch size, so the driver
+        # does not re-parse thousands of placeholders per batch.
+        # The values are plain str/int/bool/aware datetime/None, which the
+        # driver adapts itself (no field has auto_now or a custom prep).
+        arrays, selects = [], []
+        for f in fields:
+            values = [getattr(event, f.attname) for event in events]
+            if f.get_internal_type() == "JSONField":
+                arrays.append(([json.dumps(v, cls=f.encoder) for v in values], "text[]"))
+                selects.append(f"{quote(f.column)}::jsonb")
+            else:
+                arrays.append((values, f"{f.db_type(connection)}[]"))
+                selects.append(quote(f.column))
+        names = ", ".join(quote(f.column) for f in fields)
+        sql = (
+            f"INSERT INTO {quote(meta.db_table)} ({names}) "  # noqa: S608
+            f"SELECT {', '.join(selects)} FROM unnest("
+            f"{', '.join(f'%s::{cast}' for _, cast in arrays)}) AS u({names})"
+            f" ON CONFLICT DO NOTHING RETURNING {quote(meta.pk.column)}, {quote('event_id')}"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [values for values, _ in arrays])
+            inserted.update((event_id, pk) for pk, event_id in cursor.fetchall())
+        chunks = []
+    else:
+        chunks = [events[start : start + size] for start in range(0, len(events), size)]
+    for chunk in chunks:
+        params = [
+            f.get_db_prep_save(f.pre_save(event, True), connection)
+            for event in chunk
+            for f in fields
+        ]
+        sql = f"{insert} VALUES {', '.join([row_sql] * len(chunk))}{suffix}"
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            inserted.update((event_id, pk) for pk, event_id in cursor.fetchall())
+    for event in events:
+        pk = inserted.get(event.event_id)
+        if pk is not None:
+            event.pk = pk
+            event._state.adding = False
+            event._state.db = connection.alias
+    return set(inserted)
 
 
 @dataclass
@@ -129,34 +212,137 @@ class _Plan:
     disposition: str
 
 
-def _locked_enrollments(organization_id, refs) -> dict[str, list[Enrollment]]:
-    """Non-terminal enrollments of the participants with these references, locked
-    (select_for_update of the enrollment rows only, ascending ids), with
-    participant, program and version joined. PostgreSQL re-checks the state
-    of a row it waited for, so an enrollment that just became terminal is
-    left out."""
+def _locked_enrollments(organization_id, refs, program_ids=None) -> dict[str, list[Enrollment]]:
+    """Non-terminal enrollments of the participants with these references (in
+    `program_ids` only, when given), locked (FOR UPDATE of the enrollment rows
+    only, ascending ids), with participant, program and version joined.
+    PostgreSQL re-checks the state of a row it waited for, so an enrollment
+    that just became terminal is left out.
+
+    Hand-written SQL (integrations/rows.py): it runs for every event, and
+    compiling this four-table ORM query cost more CPU than running it."""
+    return _read_enrollments(organization_id, refs, program_ids, with_steps=False)[0]
+
+
+def _locked_enrollments_and_steps(organization_id, ref: str, program_ids=None):
+    """`_locked_enrollments` of one reference and `_steps_by_enrollment` of
+    its enrollments in one statement (a LEFT JOIN on the steps: one round trip
+    less per event; for one participant the repeated enrollment columns cost
+    less than the round trip)."""
+    by_ref, steps = _read_enrollments(organization_id, [ref], program_ids, with_steps=True)
+    return by_ref.get(ref, []), steps
+
+
+def _read_enrollments(organization_id, refs, program_ids, *, with_steps: bool):
     by_ref: dict[str, list[Enrollment]] = {}
+    steps: dict[int, list[StepInstance]] = {}
+    refs = list(refs)
     if not refs:
-        return by_ref
-    rows = (
-        Enrollment.objects.select_for_update(of=("self",))
-        .filter(
-            participant__organization_id=organization_id,
-            participant__external_ref__in=list(refs),
-            state__in=NON_TERMINAL_STATES,
-        )
-        .select_related("participant", "program", "program_version")
-        .order_by("pk")
+        return by_ref, steps
+    connection = transaction.get_connection()
+    quote = connection.ops.quote_name
+    tables = (
+        (Enrollment, "e"),
+        (Participant, "p"),
+        (Program, "g"),
+        (ProgramVersion, "v"),
     )
-    for enrollment in rows:
-        by_ref.setdefault(enrollment.participant.external_ref, []).append(enrollment)
-    return by_ref
+    cols = [columns(model, alias, connection.alias) for model, alias in tables]
+    step_cols = columns(StepInstance, "s", connection.alias)
+    states = list(NON_TERMINAL_STATES)
+    params = [organization_id, *refs, *states]
+    where_program = ""
+    if program_ids is not None:
+        program_ids = list(program_ids)
+        if not program_ids:
+            return by_ref, steps
+        where_program = f" AND e.{quote('program_id')} IN ({', '.join(['%s'] * len(program_ids))})"
+        params += program_ids
+    lock = ""
+    if connection.features.has_select_for_update:
+        lock = " FOR UPDATE OF e" if connection.features.has_select_for_update_of else " FOR UPDATE"
+    select = ", ".join(c.sql for c in cols)
+    join_steps, order_steps = "", ""
+    if with_steps:
+        select += f", {step_cols.sql}"
+        join_steps = (
+            f"LEFT JOIN {quote(StepInstance._meta.db_table)} s "
+            f"ON s.{quote('enrollment_id')} = e.{quote('id')} "
+        )
+        order_steps = f", s.{quote('id')}"
+    sql = (
+        f"SELECT {select} "  # noqa: S608
+        f"FROM {quote(Enrollment._meta.db_table)} e "
+        f"JOIN {quote(Participant._meta.db_table)} p "
+        f"ON p.{quote('id')} = e.{quote('participant_id')} "
+        f"JOIN {quote(Program._meta.db_table)} g ON g.{quote('id')} = e.{quote('program_id')} "
+        f"JOIN {quote(ProgramVersion._meta.db_table)} v "
+        f"ON v.{quote('id')} = e.{quote('program_version_id')} "
+        f"{join_steps}"
+        f"WHERE p.{quote('organization_id')} = %s "
+        f"AND p.{quote('external_ref')} IN ({', '.join(['%s'] * len(refs))}) "
+        f"AND e.{quote('state')} IN ({', '.join(['%s'] * len(states))})"
+        f"{where_program} ORDER BY e.{quote('id')}{order_steps}{lock}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    participants: dict[int, Participant] = {}
+    programs: dict[int, Program] = {}
+    versions: dict[int, ProgramVersion] = {}
+    enrollment_cols, participant_cols, program_cols, version_cols = cols
+    offsets = [0]
+    for c in cols:
+        offsets.append(offsets[-1] + c.width)
+    enrollments: dict[int, Enrollment] = {}
+    for row in rows:
+        if row[0] in enrollments:  # another step of the same enrollment
+            enrollment = None
+        else:
+            enrollment = enrollments[row[0]] = enrollment_cols.load(row)
+            steps[enrollment.pk] = []
+        if with_steps and row[offsets[4]] is not None:
+            step = step_cols.load(row, offsets[4])
+            steps[step.enrollment_id].append(step)
+        if enrollment is None:
+            continue
+        participant = participants.get(enrollment.participant_id)
+        if participant is None:
+            participant = participants[enrollment.participant_id] = participant_cols.load(
+                row, offsets[1]
+            )
+        program = programs.get(enrollment.program_id)
+        if program is None:
+            program = programs[enrollment.program_id] = program_cols.load(row, offsets[2])
+        version = versions.get(enrollment.program_version_id)
+        if version is None:
+            version = versions[enrollment.program_version_id] = version_cols.load(row, offsets[3])
+        set_related(enrollment, "participant", participant)
+        set_related(enrollment, "program", program)
+        set_related(enrollment, "program_version", version)
+        by_ref.setdefault(participant.external_ref, []).append(enrollment)
+    return by_ref, steps
 
 
 def _steps_by_enrollment(enrollments) -> dict[int, list[StepInstance]]:
+    """The steps of these enrollments (ordered by enrollment, id), one query of
+    hand-written SQL like `_locked_enrollments`."""
     steps: dict[int, list[StepInstance]] = {e.pk: [] for e in enrollments}
-    if enrollments:
-        for step in StepInstance.objects.filter(enrollment_id__in=list(steps)):
+    if not steps:
+        return steps
+    connection = transaction.get_connection()
+    quote = connection.ops.quote_name
+    step_cols = columns(StepInstance, "s", connection.alias)
+    ids = list(steps)
+    sql = (
+        f"SELECT {step_cols.sql} FROM {quote(StepInstance._meta.db_table)} s "  # noqa: S608
+        f"WHERE s.{quote('enrollment_id')} IN ({', '.join(['%s'] * len(ids))}) "
+        f"ORDER BY s.{quote('enrollment_id')}, s.{quote('id')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, ids)
+        for row in cursor.fetchall():
+            step = step_cols.load(row)
             steps[step.enrollment_id].append(step)
     return steps
 
@@ -303,7 +489,7 @@ class EventItem:
 
 
 def events_ingest_many(
-    *, organization, items: list[EventItem], actor, source: str = ""
+    *, organization, items: list[EventItem], actor, source: str = "", program_ids=None
 ) -> list[IngestResult | ValueError]:
     """Ingest many events at once, set-based, with exactly the outcome of calling
     `event_ingest` for each item in order, in one transaction.
@@ -313,15 +499,19 @@ def events_ingest_many(
     event_id), stored before or earlier in the same batch, return the stored
     original with created=False. Unmatched events raise one exception item per
     reference and type (repeats count occurrences); matched steps are
-    completed with their audit and outbox rows, as in `event_ingest`.
+    completed with their audit and outbox rows (participants.step.completed),
+    as in `event_ingest`. `program_ids` limits the enrollments touched, as
+    there.
 
-    Reads: stored duplicates, the locked enrollments of every reference, the
-    participants without one and the steps: one query each. Events that do
-    not complete a step are inserted together (one INSERT); an event that
-    completes a step flushes the pending ones first, so an auto-advance that
-    applies deferred events sees them. A database error (say a concurrent
-    request storing the same event id) rolls the whole call back and raises;
-    the caller may retry item by item.
+    Statements: the locked enrollments of every reference, the stored
+    duplicates, the participants without an enrollment and the steps (one
+    query each); then one INSERT of the events, one UPDATE of the completed
+    steps, one INSERT of their audit rows, one of their outbox rows, and one
+    UPDATE of the enrollments (sequence and last event time). Only an event
+    whose completion may advance a stage (or closes an overdue step) takes the
+    per-event path, after flushing what came before it. A database error (say
+    a concurrent request storing the same event id) rolls the whole call back
+    and raises; the caller may retry item by item.
     """
     actor = as_actor(actor)
     organization_id = getattr(organization, "pk", organization)
@@ -339,26 +529,27 @@ def events_ingest_many(
     if not valid:
         return results
     with transaction.atomic():
+        refs = {items[i].external_ref for i in valid}
+        # Locks first: a concurrent batch holding them has committed its events
+        # by the time the duplicate check below runs.
+        enrollments_by_ref = _locked_enrollments(organization_id, refs, program_ids)
         stored = {
             e.event_id: e
             for e in ParticipantEvent.objects.filter(
                 organization_id=organization_id, event_id__in={items[i].event_id for i in valid}
             )
         }
-        refs = {items[i].external_ref for i in valid if items[i].event_id not in stored}
-        enrollments_by_ref = _locked_enrollments(organization_id, refs)
         participants = {ref: rows[0].participant for ref, rows in enrollments_by_ref.items()}
-        missing = refs - set(participants)
+        missing = {items[i].external_ref for i in valid if items[i].event_id not in stored}
+        missing -= set(participants)
         if missing:
             for participant in Participant.objects.filter(
                 organization_id=organization_id, external_ref__in=missing
             ):
                 participants[participant.external_ref] = participant
         steps = _steps_by_enrollment([e for rows in enrollments_by_ref.values() for e in rows])
+        batch = _Batch(actor)
         first_of: dict[str, int] = {}
-        pending: list[ParticipantEvent] = []
-        unmatched: list[tuple[int, ParticipantEvent, str]] = []
-        touched: dict[int, Enrollment] = {}
         duplicates: list[tuple[int, int]] = []
         for index in valid:
             item = items[index]
@@ -381,48 +572,197 @@ def events_ingest_many(
                 source,
                 plan,
             )
-            if plan.matches:
-                _flush(pending)
-                event.save(force_insert=True)
+            if plan.matches and _needs_event_path(plan, steps):
+                batch.flush()
+                if not _insert_new_events([event]):
+                    raise IntegrityError(f"event {event.event_id} was stored concurrently")
                 results[index] = _apply_plan(event, plan, actor, write_last_event=True)
                 # an auto-advance may have closed or created steps of these enrollments
                 steps.update(_steps_by_enrollment(plan.enrollments))
                 continue
-            pending.append(event)
-            before = {e.pk: e.last_event_at for e in plan.enrollments}
-            _apply_plan(
-                event,
-                _Plan(plan.participant, plan.enrollments, [], ""),
-                actor,
-                write_last_event=False,
-            )
-            for enrollment in plan.enrollments:
-                if enrollment.last_event_at != before[enrollment.pk]:
-                    touched[enrollment.pk] = enrollment
-            if plan.disposition in (
-                EventDisposition.UNMATCHED,
-                EventDisposition.UNKNOWN_PARTICIPANT,
-            ):
-                unmatched.append((index, event, plan.disposition))
-            else:
-                results[index] = IngestResult(event=event, created=True)
-        _flush(pending)
-        if touched:
-            Enrollment.objects.filter(pk__in=list(touched)).update(
-                last_event_at=Case(
-                    *[When(pk=pk, then=Value(e.last_event_at)) for pk, e in touched.items()],
-                    output_field=DateTimeField(),
-                )
-            )
-        for index, event, disposition in unmatched:
+            batch.add(index, event, plan)
+        batch.flush()
+        for index, event, disposition in batch.unmatched:
             results[index] = _unmatched(event, actor, disposition)
+        for index, result in batch.results.items():
+            results[index] = result
         for index, first in duplicates:
             results[index] = IngestResult(event=results[first].event, created=False)
     return results
 
 
-def _flush(pending: list[ParticipantEvent]) -> None:
-    """Insert the pending events in one statement (pks are set on the objects)."""
-    if pending:
-        ParticipantEvent.objects.bulk_create(pending)
-        pending.clear()
+def _needs_event_path(plan: _Plan, steps_by_enrollment) -> bool:
+    """True when completing the plan's steps may do more than close them: an
+    overdue step (its SLA item resolves) or a stage that may auto-advance."""
+    for enrollment, closing in plan.matches:
+        if any(step.state == StepState.OVERDUE for step in closing):
+            return True
+        stage = enrollment.program_version.stage_for_state(enrollment.state)
+        if stage and stage.get("on_complete"):
+            closing_ids = {step.pk for step in closing}
+            still_open = [
+                step
+                for step in steps_by_enrollment.get(enrollment.pk, [])
+                if step.stage_state == enrollment.state
+                and step.required
+                and step.state in OPEN_STEP_STATES
+                and step.pk not in closing_ids
+            ]
+            if not still_open:
+                return True
+    return False
+
+
+def _update_rows(model, objs, field_names) -> None:
+    """Write these fields of these rows in one statement. PostgreSQL: an
+    UPDATE joined to one array per column (unnest), whose cost grows with the
+    rows; bulk_update's CASE WHEN per row and column grows with their square.
+    Elsewhere: bulk_update."""
+    connection = transaction.get_connection()
+    if connection.vendor != "postgresql":
+        model.objects.bulk_update(objs, field_names)
+        return
+    quote = connection.ops.quote_name
+    meta = model._meta
+    fields = [meta.get_field(name) for name in field_names]
+    pk = meta.pk
+    arrays = [([obj.pk for obj in objs], f"{pk.db_type(connection)}[]")]
+    for f in fields:
+        arrays.append(
+            (
+                [f.get_db_prep_save(getattr(obj, f.attname), connection) for obj in objs],
+                f"{f.db_type(connection)}[]",
+            )
+        )
+    names = [pk.column] + [f.column for f in fields]
+    sql = (
+        f"UPDATE {quote(meta.db_table)} AS t SET "  # noqa: S608
+        + ", ".join(f"{quote(f.column)} = v.{quote(f.column)}" for f in fields)
+        + f" FROM unnest({', '.join(f'%s::{cast}' for _, cast in arrays)}) "
+        + f"AS v({', '.join(quote(n) for n in names)}) "
+        + f"WHERE t.{quote(pk.column)} = v.{quote(pk.column)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [values for values, _ in arrays])
+
+
+_CLOSE_FIELDS = [
+    "state",
+    "completed_at",
+    "completed_via",
+    "completed_by",
+    "completed_by_event",
+    "paused_remaining",
+]
+
+
+class _Batch:
+    """Events and step completions planned but not yet written, flushed with a
+    few set-based statements (what `close_step` does one by one: step row,
+    audit row, outbox event with the enrollment's next sequence number)."""
+
+    def __init__(self, actor):
+        self.actor = actor
+        self.events: list[ParticipantEvent] = []
+        self.closes: list[tuple[ParticipantEvent, Enrollment, StepInstance, str]] = []
+        self.touched: dict[int, Enrollment] = {}
+        self.results: dict[int, IngestResult] = {}
+        self.unmatched: list[tuple[int, ParticipantEvent, str]] = []
+        self.pending_results: list[tuple[int, ParticipantEvent, list]] = []
+
+    def add(self, index: int, event: ParticipantEvent, plan: _Plan, *, stored=False) -> None:
+        if not stored:
+            self.events.append(event)
+        matched = []
+        for enrollment, closing in plan.matches:
+            for step in closing:
+                # closed in memory now, so later events of the batch see it done
+                from_state = step.state
+                step.state = StepState.COMPLETED
+                step.completed_at = event.occurred_at
+                step.completed_via = "event"
+                step.completed_by = self.actor.label[:200]
+                step.paused_remaining = None
+                self.closes.append((event, enrollment, step, from_state))
+                matched.append(step)
+            self.touched[enrollment.pk] = enrollment
+        for enrollment in plan.enrollments:
+            if enrollment.last_event_at is None or event.occurred_at > enrollment.last_event_at:
+                enrollment.last_event_at = event.occurred_at
+                self.touched[enrollment.pk] = enrollment
+        if plan.disposition in (EventDisposition.UNMATCHED, EventDisposition.UNKNOWN_PARTICIPANT):
+            self.unmatched.append((index, event, plan.disposition))
+        else:
+            self.pending_results.append((index, event, matched))
+
+    def flush(self) -> None:
+        if not (self.events or self.touched or self.pending_results):
+            return
+        if self.events:
+            inserted = _insert_new_events(self.events)
+            if len(inserted) != len(self.events):
+                raise IntegrityError("events of this batch were stored concurrently")
+        if self.closes:
+            self._write_closes()
+        if self.touched:
+            _update_rows(
+                Enrollment, list(self.touched.values()), ["event_sequence", "last_event_at"]
+            )
+        for index, event, matched in self.pending_results:
+            self.results[index] = IngestResult(event=event, created=True, matched_steps=matched)
+        self.events, self.closes, self.pending_results = [], [], []
+        self.touched = {}
+
+    def _write_closes(self) -> None:
+        from participants.services.common import enrollment_payload
+        from participants.services.steps import _step_payload
+        from programs.models import AuditEvent
+
+        request_id = get_request_id()
+        now = timezone.now()
+        steps, audits, outbox = [], [], []
+        for event, enrollment, step, from_state in self.closes:
+            step.completed_by_event = event
+            steps.append(step)
+            audits.append(
+                # the row programs.services.audit_record writes, built in bulk
+                AuditEvent(
+                    created_at=now,
+                    organization_id=enrollment.organization_id,
+                    actor_kind=self.actor.kind,
+                    actor_id=self.actor.id,
+                    actor_label=self.actor.label[:200],
+                    action="step.completed",
+                    object_type="participants.stepinstance",
+                    object_id=str(step.pk),
+                    from_state=from_state,
+                    to_state=StepState.COMPLETED,
+                    reason="",
+                    request_id=request_id,
+                    metadata={
+                        "enrollment_id": enrollment.pk,
+                        "step_key": step.step_key,
+                        "via": "event",
+                        "event_id": event.event_id,
+                    },
+                )
+            )
+            enrollment.event_sequence += 1
+            outbox.append(
+                {
+                    "organization": enrollment.organization_id,
+                    "event_type_name": "participants.step.completed",
+                    "payload": {
+                        **enrollment_payload(enrollment),
+                        **_step_payload(step),
+                        "via": "event",
+                        "late": from_state == StepState.OVERDUE,
+                    },
+                    "sequence_key": enrollment.sequence_key,
+                    "sequence": enrollment.event_sequence,
+                    "occurred_at": step.completed_at,
+                }
+            )
+        _update_rows(StepInstance, steps, _CLOSE_FIELDS)
+        AuditEvent.objects.bulk_create(audits, batch_size=1000)
+        outbox_write_many(outbox)

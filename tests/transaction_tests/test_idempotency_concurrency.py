@@ -84,3 +84,51 @@ def test_concurrent_events_with_one_id_store_one_event(org, program):
     assert {status for status, _ in contents} == {202}
     assert len({content for _, content in contents}) == 1
     assert ParticipantEvent.objects.count() == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_request_while_the_first_is_in_flight_gets_409_then_the_replay(org, program):
+    # given: a first request with the key that has claimed it and is still
+    # running (its transaction open in another thread)
+    from django.db import transaction
+
+    from integrations import idempotency
+
+    client, raw = make_key(org)
+    body = {"program": "dpp", "external_ref": "REF-INFLIGHT"}
+    claimed, finish = threading.Event(), threading.Event()
+
+    def first_request():
+        try:
+            with transaction.atomic():
+                claim = idempotency.idempotency_begin(
+                    client=client,
+                    key="slow-key",
+                    method="POST",
+                    path="/api/v1/referrals/",
+                    data=body,
+                )
+                claimed.set()
+                finish.wait(10)
+                idempotency.idempotency_finish(
+                    claim, status_code=201, body=b'{"first":true}', content_type="application/json"
+                )
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=first_request)
+    thread.start()
+    assert claimed.wait(10)
+    # when: the same key and body arrive meanwhile
+    during = PartnerHttp(raw).post("/api/v1/referrals/", body, idempotency_key="slow-key")
+    finish.set()
+    thread.join()
+    after = PartnerHttp(raw).post("/api/v1/referrals/", body, idempotency_key="slow-key")
+    # then: 409 at once (no waiting, nothing created), and the first
+    # request's stored answer afterwards
+    assert during.status_code == 409
+    assert during.json()["type"].endswith("idempotency-in-flight")
+    assert Enrollment.objects.count() == 0
+    assert (after.status_code, after.content) == (201, b'{"first":true}')
+    assert after["Idempotent-Replayed"] == "true"
