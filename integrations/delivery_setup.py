@@ -44,6 +44,27 @@ def delivery_timeline_rows(enrollment):
         )
 
 
+def webhook_interest(organization_ids, event_types) -> set[tuple[int, str]]:
+    """The (organization id, event type) pairs the webhook fan-out would
+    deliver: some enabled endpoint of the organization subscribes to the type
+    (same rule as `dispatch._fanout`; the endpoint test event goes to any
+    enabled endpoint). One query. Lets bulk writers skip the after-commit
+    fan-out for events nobody receives (`integrations.outbox.outbox_wanted`)."""
+    from integrations.dispatch import TEST_EVENT_TYPE
+    from integrations.models import WebhookEndpoint
+
+    wanted = set()
+    endpoints = WebhookEndpoint.objects.filter(
+        organization_id__in=list(organization_ids), enabled=True
+    ).values_list("organization_id", "event_types")
+    for organization_id, patterns in endpoints:
+        probe = WebhookEndpoint(event_types=patterns)
+        for name in event_types:
+            if name == TEST_EVENT_TYPE or probe.wants(name):
+                wanted.add((organization_id, name))
+    return wanted
+
+
 def endpoint_subject_context(exception):
     from integrations.delivery_selectors import endpoint_health
     from integrations.models import Delivery, WebhookEndpoint
@@ -127,4 +148,4 @@ def setup() -> None:
     )
     register_timeline_contributor(delivery_timeline_rows)
     register_subject_context("integrations.webhookendpoint", endpoint_subject_context)
-    register_after_commit_hook(after_commit)
+    register_after_commit_hook(after_commit, interest=webhook_interest)

@@ -1,6 +1,18 @@
-"""Writing domain events to the transactional outbox."""
+"""Writing domain events to the transactional outbox.
+
+After-commit batching: the outbox ids a transaction writes reach the
+registered hooks (the webhook fan-out) in one call per batch after commit,
+never for rows that were rolled back. A batch is one `transaction.on_commit`
+callback, so Django's own rules decide whether it runs: it is dropped when
+the transaction, or a savepoint that was open when it was registered, rolls
+back. Ids join the connection's latest batch only when that cannot change
+the outcome for them (`_queue_after_commit`); otherwise a new batch starts.
+"""
 
 from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterable
 
 from django.db import transaction
 from django.utils import timezone
@@ -10,22 +22,76 @@ from integrations.models import OutboxEvent
 
 # Called with (outbox_event_ids) after commit; the webhook dispatcher plugs in.
 _after_commit_hooks: list = []
+# hook -> interest(organization_ids, event_types) -> {(organization_id, event_type)}
+# the hook acts on; a hook without one wants every event.
+_hook_interests: dict = {}
 
 
-def register_after_commit_hook(func) -> None:
+def register_after_commit_hook(func, *, interest: Callable | None = None) -> None:
+    """Register `func(ids)`, run after commit with the committed outbox ids.
+
+    `interest(organization_ids, event_types)` (optional) returns the
+    (organization id, event type) pairs the hook would act on, e.g. those
+    some enabled webhook endpoint subscribes to. Writers of many rows use it
+    through `outbox_wanted` to stamp the rest dispatched at insert and
+    announce only the wanted ones. Without it every event is wanted.
+    """
     if func not in _after_commit_hooks:
         _after_commit_hooks.append(func)
+    if interest is not None:
+        _hook_interests[func] = interest
+
+
+def outbox_wanted(pairs: Iterable[tuple[int, str]]) -> set[tuple[int, str]]:
+    """The (organization id, event type) pairs some after-commit hook acts on.
+
+    One small query per hook that declared an interest (the webhook fan-out:
+    enabled endpoints of these organizations); every pair when a hook
+    declared none. Events of other pairs need no announcement and can be
+    written with `dispatched_at` set (what the fan-out would do after commit
+    finding no subscriber). Call it inside the writing transaction.
+    """
+    pairs = set(pairs)
+    hooks = list(_after_commit_hooks)
+    if not pairs or not hooks:
+        return set()
+    wanted: set[tuple[int, str]] = set()
+    organization_ids = {org for org, _type in pairs}
+    event_types = {name for _org, name in pairs}
+    for hook in hooks:
+        interest = _hook_interests.get(hook)
+        if interest is None:
+            return pairs
+        wanted |= set(interest(organization_ids, event_types)) & pairs
+    return wanted
+
+
+def outbox_announce(ids: Iterable[int]) -> None:
+    """Hand outbox rows written without `outbox_write` (e.g. raw SQL) to the
+    after-commit hooks, in the same batch as the transaction's other events.
+
+    Call inside the transaction (or savepoint) that inserted them: they are
+    announced after commit, and never if that transaction or savepoint rolls
+    back.
+    """
+    ids = list(ids)
+    if not ids or not _after_commit_hooks:
+        return
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("outbox_announce must run inside the transaction that wrote the rows")
+    _queue_after_commit(ids)
 
 
 class _PendingBatch:
-    """The outbox ids written in one transaction, handed to the hooks in one
-    call after commit (one fan-out per commit instead of one per event)."""
+    """The outbox ids of one after-commit batch, handed to the hooks in one
+    call after commit (one fan-out per batch instead of one per event)."""
 
-    __slots__ = ("fired", "ids")
+    __slots__ = ("__weakref__", "fired", "ids", "savepoints")
 
-    def __init__(self):
+    def __init__(self, savepoints: frozenset):
         self.ids: list[int] = []
         self.fired = False
+        self.savepoints = savepoints
 
     def __call__(self):
         if self.fired:
@@ -37,16 +103,31 @@ class _PendingBatch:
 
 
 def _queue_after_commit(ids: list[int]) -> None:
+    """Add `ids` to the connection's latest batch, or start one.
+
+    Reusing the latest batch is safe only if it runs exactly when these ids
+    commit. Django drops an on_commit callback when the transaction, or a
+    savepoint open at registration, rolls back. So the batch must be
+    - still registered: not fired, and not dropped by a rollback. We keep only
+      a weak reference; Django's pending list holds the one strong
+      reference, so a rollback that drops the callback frees the batch at
+      once (CPython reference counting; the batch has no reference cycle)
+      and a later transaction never reuses it; and
+    - registered under every savepoint open now: if we are inside a savepoint
+      opened after the batch, that savepoint's rollback would not drop the
+      batch, and rolled back rows would be announced. Savepoints it was
+      registered under that have since been released are harmless (a
+      released savepoint is never rolled back; one rolled back would have
+      dropped the batch).
+    Only the latest batch is extended, so hooks see ids in write order.
+    """
     connection = transaction.get_connection()
-    batch = getattr(connection, "_baton_outbox_batch", None)
-    # Reuse the batch only while its callback is the latest one registered:
-    # a rolled back savepoint or transaction drops the callback (and with it
-    # the rows), and other callbacks registered since then should keep
-    # running after these events' hooks, in order; both start a new batch.
-    pending = connection.run_on_commit
-    if batch is None or batch.fired or not pending or pending[-1][1] is not batch:
-        batch = _PendingBatch()
-        connection._baton_outbox_batch = batch
+    open_now = frozenset(sid for sid in connection.savepoint_ids if sid is not None)
+    ref = getattr(connection, "_baton_outbox_batch", None)
+    batch = ref() if ref is not None else None
+    if batch is None or batch.fired or not open_now <= batch.savepoints:
+        batch = _PendingBatch(open_now)
+        connection._baton_outbox_batch = weakref.ref(batch)
         transaction.on_commit(batch)
     batch.ids.extend(ids)
 
@@ -76,8 +157,9 @@ def outbox_write(
 
     Must be called within `transaction.atomic()` together with the change it
     describes (rolls back with it). After commit the registered dispatch hooks
-    run once for all the events the transaction wrote; a periodic sweep
-    catches anything they miss.
+    get the transaction's events in batches (one call per batch; one batch
+    per transaction unless it wrote events at several savepoint levels); a
+    periodic sweep catches anything they miss.
     """
     event_type(event_type_name)  # refuse unregistered names
     if not transaction.get_connection().in_atomic_block:

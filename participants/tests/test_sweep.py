@@ -228,6 +228,62 @@ def test_sweep_hands_its_outbox_rows_to_the_after_commit_hooks(
     assert sorted(received) == sorted(written) and len(received) == 2
 
 
+@pytest.mark.parametrize("path", ["python", "database"])
+def test_sweep_announces_only_events_a_webhook_endpoint_wants(
+    mini_enrollment, monkeypatch, django_capture_on_commit_callbacks, path
+):
+    # given the webhook fan-out's interest rule, and one enabled endpoint of
+    # the organization subscribed to exception events only
+    from integrations.delivery_setup import webhook_interest
+    from integrations.models import WebhookEndpoint
+
+    if path == "database" and connection.vendor != "postgresql":
+        pytest.skip("the in-database path needs PostgreSQL")
+    received = []
+    monkeypatch.setattr(outbox_module, "_after_commit_hooks", [])
+    monkeypatch.setattr(outbox_module, "_hook_interests", {})
+    outbox_module.register_after_commit_hook(received.extend, interest=webhook_interest)
+    WebhookEndpoint.objects.create(
+        organization=mini_enrollment.organization,
+        partner_name="Partner",
+        url="https://partner.example/hook",
+        event_types=["programs.exception.*"],
+        secret="s",
+    )
+    step = mini_enrollment.steps.get()
+    now = step.due_at + timedelta(minutes=1)
+    batch = {"database": sweep_module._sweep_batch_sql, "python": sweep_module._sweep_batch_python}
+
+    # when the sweep commits
+    with django_capture_on_commit_callbacks(execute=True):
+        sweep_module._run(now, 2000, batch[path])
+
+    # then the exception event is announced for the fan-out, undispatched;
+    # the step event, which no endpoint receives, is written dispatched and
+    # costs no fan-out
+    opened = OutboxEvent.objects.get(event_type="programs.exception.opened")
+    overdue = OutboxEvent.objects.get(event_type="participants.step.overdue")
+    assert received == [opened.pk]
+    assert opened.dispatched_at is None
+    assert overdue.dispatched_at is not None
+
+
+@pytest.mark.postgres
+def test_planner_settings_of_a_batch_do_not_outlive_it(mini_enrollment):
+    # given the sweep running inside a caller's transaction (the test's)
+    step = mini_enrollment.steps.get()
+
+    # when a batch has run
+    assert sla_sweep(now=step.due_at + timedelta(minutes=1))["overdue"] == 1
+
+    # then the caller's transaction has its join methods back
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')"
+        )
+        assert cursor.fetchone() == ("on", "on")
+
+
 def _sweep_rows(enrollment):
     """What one sweep wrote for the enrollment's overdue step, ids replaced by names."""
     step = enrollment.steps.get(state=StepState.OVERDUE)
