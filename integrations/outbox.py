@@ -174,17 +174,23 @@ def outbox_write(
 
 
 def outbox_write_many(events: list[dict]) -> list[OutboxEvent]:
-    """Append several domain events in one INSERT, inside the caller's
+    """Append several domain events in one statement, inside the caller's
     transaction (same rules as `outbox_write`). Each item takes
     `outbox_write`'s keyword arguments (`organization`, `event_type_name`,
     `payload`, optional `sequence_key`, `sequence`, `occurred_at`). Events
-    keep the given order; the after-commit hooks get their ids together with
-    the transaction's other events."""
+    keep the given order.
+
+    Events that no after-commit hook wants (`outbox_wanted`: no enabled
+    webhook endpoint of the organization subscribes to the type) are written
+    already dispatched, which is what the fan-out would do after commit; the
+    others reach the hooks together with the transaction's other events.
+    """
     if not events:
         return []
     for e in events:
         event_type(e["event_type_name"])  # refuse unregistered names
-    if not transaction.get_connection().in_atomic_block:
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
         raise RuntimeError("outbox_write_many must run inside the transaction of the change")
     now = timezone.now()
     rows = [
@@ -199,11 +205,67 @@ def outbox_write_many(events: list[dict]) -> list[OutboxEvent]:
         )
         for e in events
     ]
-    created = OutboxEvent.objects.bulk_create(rows, batch_size=1000)
-    if _after_commit_hooks:
-        ids = [e.pk for e in created]
-        if None in ids:  # a backend that cannot return ids from a bulk insert
-            ids = None
-        if ids is not None:
-            _queue_after_commit(ids)
-    return created
+    wanted = outbox_wanted((row.organization_id, row.event_type) for row in rows)
+    for row in rows:
+        if (row.organization_id, row.event_type) not in wanted:
+            row.dispatched_at = now
+    if connection.vendor == "postgresql":
+        _insert_server_bound(connection, rows)
+    else:
+        rows = OutboxEvent.objects.bulk_create(rows, batch_size=1000)
+    announce = [row.pk for row in rows if row.dispatched_at is None]
+    if announce and None not in announce:  # None: a backend without RETURNING on bulk inserts
+        _queue_after_commit(announce)
+    return rows
+
+
+_INSERT_COLUMNS = (
+    "organization_id",
+    "event_type",
+    "payload",
+    "sequence_key",
+    "sequence",
+    "occurred_at",
+    "created_at",
+    "dispatched_at",
+)
+
+
+def _insert_server_bound(connection, rows: list[OutboxEvent]) -> None:
+    """INSERT the rows on PostgreSQL with server-side parameter binding and
+    set their primary keys. Django's cursors bind on the client, quoting
+    every JSON payload into the SQL text, which cost more CPU than the
+    database spent on the insert (a third of message dispatch); one prepared
+    statement run for all rows in a pipeline sends the values as parameters
+    instead. Same connection, same transaction as the caller's writes."""
+    import psycopg
+
+    meta = OutboxEvent._meta
+    quote = connection.ops.quote_name
+    payload_field = meta.get_field("payload")
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} "  # noqa: S608 (names from the model)
+        f"({', '.join(quote(meta.get_field(c).column) for c in _INSERT_COLUMNS)}) "
+        f"VALUES ({', '.join(['%s'] * len(_INSERT_COLUMNS))}) RETURNING {quote(meta.pk.column)}"
+    )
+    params = [
+        (
+            row.organization_id,
+            row.event_type,
+            payload_field.get_db_prep_value(row.payload, connection),
+            row.sequence_key,
+            row.sequence,
+            row.occurred_at,
+            row.created_at,
+            row.dispatched_at,
+        )
+        for row in rows
+    ]
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.executemany(sql, params, returning=True)
+        for row in rows:
+            row.pk = cursor.fetchone()[0]
+            row._state.adding = False
+            row._state.db = connection.alias
+            cursor.nextset()

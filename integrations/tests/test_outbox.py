@@ -211,3 +211,53 @@ def test_the_webhook_hook_declares_its_interest():
     from integrations.dispatch import after_commit
 
     assert outbox_module._hook_interests.get(after_commit) is webhook_interest
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bulk_writes_skip_the_fanout_only_for_events_nobody_receives(org, other_org):
+    # given: the real webhook hook; org's partner subscribes to participants.*,
+    # other_org has no endpoint
+    from integrations.dispatch import fanout
+    from integrations.models import Delivery
+    from integrations.outbox import outbox_write_many
+
+    WebhookEndpoint.objects.create(
+        organization=org,
+        partner_name="p",
+        url="https://partner.example/hook",
+        event_types=["participants.*"],
+        secret="s",
+    )
+    announced: list[list[int]] = []
+    real_fanout = outbox_module._after_commit_hooks[0]
+
+    def recording(ids):
+        announced.append(list(ids))
+
+    # when: one bulk write mixes a wanted event with two nobody receives
+    with transaction.atomic():
+        written = outbox_write_many(
+            [
+                {"organization": org, "event_type_name": OVERDUE, "payload": {"step_id": 1}},
+                {"organization": org, "event_type_name": OPENED, "payload": {"exception_id": 2}},
+                {"organization": other_org, "event_type_name": OVERDUE, "payload": {"step_id": 3}},
+            ]
+        )
+        outbox_module._after_commit_hooks.insert(0, recording)
+    outbox_module._after_commit_hooks.remove(recording)
+    # then: rows keep their order and payloads; only the wanted one is announced
+    # and fanned out; the others are stored already dispatched (what the
+    # fan-out would do finding no endpoint), so no after-commit work is spent
+    rows = {row.pk: row for row in OutboxEvent.objects.filter(pk__in=[w.pk for w in written])}
+    assert [rows[w.pk].payload for w in written] == [
+        {"step_id": 1},
+        {"exception_id": 2},
+        {"step_id": 3},
+    ]
+    assert announced == [[written[0].pk]]
+    assert rows[written[0].pk].dispatched_at is not None  # by the real fan-out
+    assert rows[written[1].pk].dispatched_at is not None
+    assert rows[written[2].pk].dispatched_at is not None
+    assert list(Delivery.objects.values_list("event_id", flat=True)) == [written[0].pk]
+    assert fanout() == 0  # nothing left for the periodic sweep
+    assert real_fanout in outbox_module._after_commit_hooks

@@ -290,10 +290,16 @@ def _sweep_rows(enrollment):
     item = OpsException.objects.get(kind="sla_breach", subject_id=str(step.pk))
     names = {step.pk: "<step>", item.pk: "<item>", enrollment.pk: "<enrollment>"}
 
-    def named(value):
+    # Only id fields are renamed: the organization and program ids are shared
+    # by both enrollments, and counts or priorities may equal some id.
+    shared = {"organization_id", "program_id"}
+
+    def named(value, key=""):
         if isinstance(value, dict):
-            return {k: named(v) for k, v in value.items()}
-        if isinstance(value, int) and not isinstance(value, bool) and value in names:
+            return {k: v if k in shared else named(v, k) for k, v in value.items()}
+        if isinstance(value, bool) or (isinstance(value, int) and not key.endswith("_id")):
+            return value
+        if isinstance(value, int) and value in names:
             return names[value]
         if isinstance(value, str):
             for pk, name in names.items():
@@ -321,10 +327,10 @@ def _sweep_rows(enrollment):
         if names.get(e.payload.get("step_id")) or e.payload.get("exception_id") == item.pk
     ]
     return {
-        "step": named({"state": step.state, "overdue_at": step.overdue_at}),
-        "item": {f: named(getattr(item, f)) for f in item_fields},
-        "audit": [{f: named(getattr(a, f)) for f in audit_fields} for a in audits],
-        "outbox": [{f: named(getattr(e, f)) for f in outbox_fields} for e in events],
+        "step": {"state": step.state, "overdue_at": step.overdue_at},
+        "item": named({f: getattr(item, f) for f in item_fields}),
+        "audit": [named({f: getattr(a, f) for f in audit_fields}) for a in audits],
+        "outbox": [named({f: getattr(e, f) for f in outbox_fields}) for e in events],
     }
 
 
