@@ -159,16 +159,21 @@ def outbox_write(
     describes (rolls back with it). After commit the registered dispatch hooks
     get the transaction's events in batches (one call per batch; one batch
     per transaction unless it wrote events at several savepoint levels); a
-    periodic sweep catches anything they miss.
+    periodic sweep catches anything they miss. An event no hook wants
+    (`outbox_wanted`: no enabled endpoint of the organization subscribes to
+    its type) is stored already dispatched and not announced: one small query
+    here instead of the fan-out's reads and writes after commit.
     """
     event_type(event_type_name)  # refuse unregistered names
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("outbox_write must run inside the transaction of the change")
-    event = _build(
-        organization, event_type_name, payload, sequence_key, sequence, occurred_at, timezone.now()
-    )
+    now = timezone.now()
+    event = _build(organization, event_type_name, payload, sequence_key, sequence, occurred_at, now)
+    wanted = bool(outbox_wanted([(event.organization_id, event_type_name)]))
+    if not wanted:
+        event.dispatched_at = now  # what the fan-out would do after commit, finding no endpoint
     event.save(force_insert=True)
-    if _after_commit_hooks:
+    if wanted:
         _queue_after_commit([event.pk])
     return event
 

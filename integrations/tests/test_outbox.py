@@ -261,3 +261,30 @@ def test_bulk_writes_skip_the_fanout_only_for_events_nobody_receives(org, other_
     assert list(Delivery.objects.values_list("event_id", flat=True)) == [written[0].pk]
     assert fanout() == 0  # nothing left for the periodic sweep
     assert real_fanout in outbox_module._after_commit_hooks
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_single_write_nobody_receives_is_stored_dispatched_and_not_announced(org, other_org):
+    # given: the real webhook hook; only org's partner subscribes (to participants.*)
+    from integrations.models import Delivery
+
+    WebhookEndpoint.objects.create(
+        organization=org,
+        partner_name="p",
+        url="https://partner.example/hook",
+        event_types=["participants.*"],
+        secret="s",
+    )
+    # when: one event each that the partner wants, and two it does not
+    with transaction.atomic():
+        wanted = outbox_write(organization=org, event_type_name=OVERDUE, payload={"step_id": 1})
+        other_type = _write(org)
+        other_org_event = outbox_write(
+            organization=other_org, event_type_name=OVERDUE, payload={"step_id": 2}
+        )
+    # then: the wanted one went through the after-commit fan-out (a delivery);
+    # the others were stored dispatched at insert, with no delivery
+    assert list(Delivery.objects.values_list("event_id", flat=True)) == [wanted.pk]
+    stored = OutboxEvent.objects.in_bulk([wanted.pk, other_type, other_org_event.pk])
+    assert all(event.dispatched_at is not None for event in stored.values())
+    assert other_org_event.dispatched_at is not None
