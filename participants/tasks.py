@@ -7,8 +7,13 @@ from programs.jobs import periodic_job
 @periodic_job("participants.sla_sweep")
 def sla_sweep_task() -> dict:
     """Every minute: mark steps past due as overdue and open one sla_breach
-    item per step (set-based, batched; idempotent, so a re-run is harmless)."""
-    return sla_sweep()
+    item per step (set-based, batched; idempotent, so a re-run is harmless),
+    then schedule the reminders their definitions ask for."""
+    from participants.services.reminders import overdue_reminders_schedule
+
+    result = sla_sweep()
+    result["reminders"] = overdue_reminders_schedule()
+    return result
 
 
 @periodic_job("participants.metrics_snapshot")
