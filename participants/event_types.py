@@ -29,9 +29,19 @@ OTHER_EVENTS = {
 ALL_EVENTS = {**ENROLLMENT_EVENTS, **STEP_EVENTS, **OTHER_EVENTS}
 
 
+def _retry_unmatched(exception, actor) -> str:
+    from participants.services.events import retry_unmatched_event
+
+    return retry_unmatched_event(exception, actor)
+
+
 def register_all():
     from integrations.event_types import register_event_type
-    from programs.registries import register_exception_kind, register_schedule
+    from programs.registries import (
+        register_exception_kind,
+        register_retry_action,
+        register_schedule,
+    )
 
     for name, description in ALL_EVENTS.items():
         register_event_type(name, description)
@@ -47,6 +57,7 @@ def register_all():
         default_severity="medium",
         description="A partner event named an unknown participant, or no step expected it.",
     )
+    register_retry_action("unmatched_event", "Apply stored events again", _retry_unmatched)
     register_schedule(
         "participants.sla_sweep",
         "participants.tasks.sla_sweep_task",

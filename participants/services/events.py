@@ -43,7 +43,7 @@ from participants.models import (
 from participants.services.steps import close_step
 from programs.actors import as_actor
 from programs.models import OpsException, Program, ProgramVersion
-from programs.services import exception_raise
+from programs.services import exception_raise, exception_resolve_for
 
 
 @dataclass
@@ -766,3 +766,84 @@ class _Batch:
         _update_rows(StepInstance, steps, _CLOSE_FIELDS)
         AuditEvent.objects.bulk_create(audits, batch_size=1000)
         outbox_write_many(outbox)
+
+
+# --- recovery: apply stored unmatched events again --------------------------------------
+
+STILL_UNMATCHED = (EventDisposition.UNMATCHED, EventDisposition.UNKNOWN_PARTICIPANT)
+
+
+def events_reapply(*, organization, external_ref: str, event_type: str, actor) -> dict:
+    """Apply again the stored events of (`external_ref`, `event_type`) that
+    matched nothing (`unmatched` / `unknown_participant`), oldest first,
+    against the participant's enrollments as they are now: typically after
+    the participant was referred late, or entered the stage that expects the
+    event. Each event that now applies gets its new disposition and its
+    effects (steps completed with the event's `occurred_at`, audit, outbox,
+    auto-advance), exactly as if it had arrived now; the others stay as they
+    were. When none is left unmatched, the `unmatched_event` item resolves
+    itself. Returns {"applied": n, "still_unmatched": m}.
+    """
+    actor = as_actor(actor)
+    organization_id = getattr(organization, "pk", organization)
+    with transaction.atomic():
+        enrollments, steps = _locked_enrollments_and_steps(organization_id, external_ref)
+        participant = (
+            enrollments[0].participant
+            if enrollments
+            else Participant.objects.filter(
+                organization_id=organization_id, external_ref=external_ref
+            ).first()
+        )
+        pending = list(
+            ParticipantEvent.objects.select_for_update()
+            .filter(
+                organization_id=organization_id,
+                external_ref=external_ref,
+                event_type=event_type,
+                disposition__in=STILL_UNMATCHED,
+            )
+            .order_by("occurred_at", "pk")
+        )
+        applied = 0
+        for event in pending:
+            plan = _plan(participant, enrollments, steps, event_type)
+            if plan.disposition in STILL_UNMATCHED:
+                continue
+            matched = plan.disposition == EventDisposition.MATCHED
+            event.participant = participant
+            event.disposition = plan.disposition
+            event.matched = matched
+            event.applied_at = timezone.now() if matched else None
+            event.save(update_fields=["participant", "disposition", "matched", "applied_at"])
+            _apply_plan(event, plan, actor, write_last_event=True)
+            applied += 1
+            # steps closed or a stage entered: the next event sees them as they are now
+            enrollments, steps = _locked_enrollments_and_steps(organization_id, external_ref)
+        still = len(pending) - applied
+        if pending and not still:
+            exception_resolve_for(
+                organization=organization_id,
+                dedup_key=f"unmatched_event:{external_ref}:{event_type}",
+                actor=actor,
+                note=f"{applied} stored event(s) applied on replay",
+            )
+    return {"applied": applied, "still_unmatched": still}
+
+
+def retry_unmatched_event(exception, actor) -> str:
+    """Retry action of `unmatched_event` items: `events_reapply` for the
+    item's reference and event type."""
+    context = exception.context or {}
+    result = events_reapply(
+        organization=exception.organization_id,
+        external_ref=context["participant_ref"],
+        event_type=context["event_type"],
+        actor=actor,
+    )
+    if result["still_unmatched"]:
+        return (
+            f"{result['applied']} event(s) applied; {result['still_unmatched']} still match "
+            "nothing (is the participant referred, and in the stage that expects it?)"
+        )
+    return f"{result['applied']} event(s) applied; the item resolved itself"
