@@ -22,7 +22,7 @@ from integrations.services.webhooks import (
 from integrations.signing import mask_secret
 from integrations.ssrf import UnsafeURLError, check_url
 from programs.actors import Actor
-from programs.admin_scoping import OrganizationScopedAdmin
+from programs.admin_scoping import OrganizationScopedAdmin, ReadOnlyTabularInline
 
 
 class WebhookEndpointForm(forms.ModelForm):
@@ -244,10 +244,8 @@ class WebhookEndpointAdmin(OrganizationScopedAdmin):
         self.message_user(request, "Disabled.")
 
 
-class AttemptInline(admin.TabularInline):
+class AttemptInline(ReadOnlyTabularInline):
     model = Attempt
-    extra = 0
-    can_delete = False
     fields = [
         "number",
         "started_at",
@@ -258,12 +256,6 @@ class AttemptInline(admin.TabularInline):
     ]
     readonly_fields = fields
     ordering = ["id"]
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Delivery)

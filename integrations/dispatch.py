@@ -47,6 +47,13 @@ from integrations.delivery_http import (
     new_transport,
     send_webhook,
 )
+from integrations.delivery_outcomes import (
+    apply_breaker,
+    close_breaker,
+    disable_gone_endpoint,
+    raise_dead,
+    resolve_recovered_dead,
+)
 from integrations.models import (
     Attempt,
     BreakerState,
@@ -307,7 +314,7 @@ def _claim_probes(now, lease_until) -> list[Claimed]:
         if delivery is None:
             # Nothing to probe with: close the breaker; the next real
             # delivery tests the endpoint and reopens it if still down.
-            _close_breaker(endpoint, now=now)
+            close_breaker(endpoint, now=now)
             continue
         delivery.start(lease_until=lease_until, worker=worker_label())
         delivery.save(update_fields=["state", "lease_expires_at", "leased_by"])
@@ -593,13 +600,6 @@ def record_results(batch: list[Claimed], results: dict[int, SendResult]) -> dict
     outcome is applied only while the row is still ours (`delivering` under
     the lease we set); otherwise another worker reclaimed it and its result
     wins, but our attempt is still recorded."""
-    from integrations.delivery_outcomes import (
-        apply_breaker,
-        disable_gone_endpoint,
-        raise_dead,
-        resolve_recovered_dead,
-    )
-
     stats = defaultdict(int)
     now = timezone.now()
     endpoints = {d.endpoint_id: d.endpoint for d in batch}
@@ -739,12 +739,6 @@ def _record_failures(failures: dict, endpoints: dict, now, stats) -> tuple[list,
         changed.append(delivery)
     Delivery.objects.bulk_update(changed, OUTCOME_FIELDS, batch_size=500)
     return dead, gone
-
-
-def _close_breaker(endpoint, *, now):
-    from integrations.delivery_outcomes import close_breaker
-
-    close_breaker(endpoint, now=now)
 
 
 # --- the drain loop --------------------------------------------------------------

@@ -25,7 +25,12 @@ from participants.services import (
 )
 from participants.services.common import ALL_TRANSITIONS
 from programs.actors import Actor
-from programs.admin_scoping import OrganizationScopedAdmin, ReadOnlyAdmin, ServiceTransitionAdmin
+from programs.admin_scoping import (
+    OrganizationScopedAdmin,
+    ReadOnlyAdmin,
+    ReadOnlyTabularInline,
+    ServiceTransitionAdmin,
+)
 from programs.errors import BatonError
 from programs.models import AuditEvent
 
@@ -96,10 +101,8 @@ class AgeInStateFilter(admin.SimpleListFilter):
         return queryset
 
 
-class StepInline(admin.TabularInline):
+class StepInline(ReadOnlyTabularInline):
     model = StepInstance
-    extra = 0
-    can_delete = False
     fields = [
         "stage_key",
         "title",
@@ -114,12 +117,6 @@ class StepInline(admin.TabularInline):
     ]
     readonly_fields = fields
     ordering = ["id"]
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="")
     def complete_button(self, step):

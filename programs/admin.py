@@ -11,6 +11,7 @@ from programs.actors import Actor
 from programs.admin_scoping import (
     OrganizationScopedAdmin,
     ReadOnlyAdmin,
+    ReadOnlyTabularInline,
     ServiceTransitionAdmin,
     run_per_item,
 )
@@ -66,16 +67,11 @@ class MembershipAdmin(OrganizationScopedAdmin):
     autocomplete_fields = ["user"]
 
 
-class ProgramVersionInline(admin.TabularInline):
+class ProgramVersionInline(ReadOnlyTabularInline):
     model = ProgramVersion
     fields = ["number", "published_at", "created_by", "checksum"]
     readonly_fields = fields
-    extra = 0
-    can_delete = False
     show_change_link = True
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Program)

@@ -114,6 +114,20 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class ReadOnlyTabularInline(admin.TabularInline):
+    """An inline that lists rows (changed only through services): no add,
+    change or delete. Subclasses set `model` and `fields`."""
+
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 def run_per_item(request, queryset, func):
     """Run `func(obj)` for each row through its service; one failure never
     undoes the others. Reports the count done and each failure (first 20)."""
