@@ -9,7 +9,12 @@ import pytest
 from messaging.management.commands.load_templates import load_templates
 from messaging.models import Message
 from participants.models import StepState
-from participants.services import enrollment_open, enrollment_transition, participant_upsert
+from participants.services import (
+    enrollment_open,
+    enrollment_transition,
+    participant_upsert,
+    sla_sweep,
+)
 from participants.services import reminders as reminders_module
 from participants.tasks import sla_sweep_task
 from programs.actors import Actor
@@ -86,3 +91,19 @@ def test_a_missing_reminder_template_is_logged_and_does_not_fail_the_sweep(
     assert result["reminders"] == {"reminders": 0, "steps": 0, "missing_template": 2}
     assert "no_such_template" in caplog.text
     assert not Message.objects.filter(kind="reminder").exists()
+
+
+@pytest.mark.django_db
+def test_a_step_overdue_for_more_than_a_day_gets_no_late_reminder(program, time_machine):
+    # given: the step went overdue while the job did not run for two days
+    load_templates(program=program, actor=SYSTEM)
+    time_machine.move_to(INVITED_AT)
+    step = _invited(program, "EHR-REMIND-5")
+    time_machine.move_to(INVITED_AT + timedelta(hours=5))
+    sla_sweep()
+    time_machine.move_to(INVITED_AT + timedelta(days=2, hours=5))
+    # when
+    result = sla_sweep_task()
+    # then: no reminder two days late
+    assert result["reminders"]["reminders"] == 0
+    assert not Message.objects.filter(step_instance_id=step.pk, kind="reminder").exists()

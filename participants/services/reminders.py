@@ -4,7 +4,8 @@ A step definition may ask for one: `message: {template: ..., reminder_template:
 invitation_reminder}`. When such a step is overdue, `overdue_reminders_schedule`
 schedules the reminder template for the participant through messaging
 (`messages_schedule_many`: quiet hours, daily cap, opt-outs and dedup apply as
-for any message), at most once per step: a step that already has a reminder
+for any message), within 24 hours of the step going overdue, at most once per
+step: a step that already has a reminder
 message, in any state (a suppressed one included), is not asked again.
 
 It runs right after each SLA sweep (`participants.sla_sweep` job), set-based
@@ -18,8 +19,10 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from datetime import timedelta
 
 from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
 
 from participants.models import StepInstance, StepState
 from programs.actors import Actor
@@ -28,6 +31,9 @@ from programs.models import ProgramVersion
 logger = logging.getLogger(__name__)
 
 SYSTEM = Actor.system("participants.overdue_reminders")
+# Only steps that went overdue this recently are looked at: it bounds each
+# run's scan as overdue steps pile up, and a reminder a day late is no nudge.
+REMINDER_WINDOW = timedelta(hours=24)
 
 
 def reminder_steps() -> dict[tuple[int, str], str]:
@@ -59,6 +65,7 @@ def overdue_reminders_schedule(*, batch_size: int = 500, max_batches: int = 20) 
     has_reminder = Message.objects.filter(
         step_instance_id=OuterRef("pk"), kind=MessageKind.REMINDER
     )
+    since = timezone.now() - REMINDER_WINDOW
     after = 0  # keyset: each run moves forward through the steps
     for _ in range(max_batches):
         pairs = [pair for pair in wanted if pair not in broken]
@@ -68,7 +75,9 @@ def overdue_reminders_schedule(*, batch_size: int = 500, max_batches: int = 20) 
         for version_id, step_key in pairs:
             which |= Q(enrollment__program_version_id=version_id, step_key=step_key)
         steps = list(
-            StepInstance.objects.filter(which, state=StepState.OVERDUE, pk__gt=after)
+            StepInstance.objects.filter(
+                which, state=StepState.OVERDUE, overdue_at__gte=since, pk__gt=after
+            )
             .filter(~Exists(has_reminder))
             .select_related("enrollment__participant", "enrollment__program")
             .order_by("pk")[:batch_size]
