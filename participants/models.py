@@ -124,6 +124,7 @@ class Enrollment(ConcurrentTransitionMixin, models.Model):
         on_delete=models.PROTECT,
         related_name="enrollments",
         help_text="Denormalised from the participant for scoping.",
+        db_index=False,  # leads the (organization, program, state) index below
     )
     participant = models.ForeignKey(
         Participant, on_delete=models.PROTECT, related_name="enrollments"
@@ -295,8 +296,17 @@ class EventDisposition(models.TextChoices):
 class ParticipantEvent(models.Model):
     """A partner event about a participant, stored whatever happens to it."""
 
+    # No database-level foreign key: with one, every insert takes a KEY SHARE
+    # lock on the parent row, and concurrent writers of one organization turn
+    # that row into a MultiXact rewritten on each insert (and checked at
+    # commit: the constraints are deferred). This table is an append-only
+    # log like the audit trail (which has none either); the parent is never
+    # deleted while rows point at it (organizations are PROTECTed by the ORM).
     organization = models.ForeignKey(
-        Organization, on_delete=models.PROTECT, related_name="participant_events"
+        Organization,
+        on_delete=models.PROTECT,
+        related_name="participant_events",
+        db_constraint=False,
     )
     event_id = models.CharField(max_length=200, help_text="The sender's id; dedup per org.")
     event_type = models.CharField(max_length=100, db_index=True)

@@ -221,6 +221,7 @@ class AuditEvent(models.Model):
     """
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # Indexed by (organization, created_at) below; no index of its own.
     organization = models.ForeignKey(
         Organization,
         null=True,
@@ -228,6 +229,7 @@ class AuditEvent(models.Model):
         on_delete=models.DO_NOTHING,
         db_constraint=False,
         related_name="+",
+        db_index=False,
     )
     actor_kind = models.CharField(max_length=20)
     actor_id = models.CharField(max_length=64, blank=True)
@@ -300,13 +302,22 @@ class OpsException(FSMModelMixin, models.Model):
     and `dedup_key`; repeats bump `occurrences` instead of opening another.
     """
 
+    # No single-column indexes on the foreign keys and `kind`: composite
+    # indexes below lead with organization, program and assignee, and kind
+    # is read only together with them. Every index is paid for on each of
+    # the many items the sweep and ingestion open.
     organization = models.ForeignKey(
-        Organization, on_delete=models.PROTECT, related_name="exceptions"
+        Organization, on_delete=models.PROTECT, related_name="exceptions", db_index=False
     )
     program = models.ForeignKey(
-        Program, null=True, blank=True, on_delete=models.PROTECT, related_name="exceptions"
+        Program,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="exceptions",
+        db_index=False,
     )
-    kind = models.CharField(max_length=40, db_index=True)
+    kind = models.CharField(max_length=40)
     severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.MEDIUM)
     priority = models.PositiveSmallIntegerField(
         default=2, help_text="Severity rank (4 = critical); queues sort by it, then by age."
@@ -327,6 +338,7 @@ class OpsException(FSMModelMixin, models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="assigned_exceptions",
+        db_index=False,
     )
     snoozed_until = models.DateTimeField(null=True, blank=True)
     resolution_note = models.TextField(blank=True)
@@ -347,9 +359,19 @@ class OpsException(FSMModelMixin, models.Model):
         ]
         indexes = [
             models.Index(fields=["organization", "state", "-priority", "first_seen_at"]),
-            models.Index(fields=["assignee", "state"]),
+            # Most items are never assigned or snoozed: partial indexes keep
+            # those out (new items touch neither).
+            models.Index(
+                fields=["assignee", "state"],
+                condition=Q(assignee__isnull=False),
+                name="opsexc_assignee_idx",
+            ),
             models.Index(fields=["subject_type", "subject_id"]),
-            models.Index(fields=["state", "snoozed_until"]),
+            models.Index(
+                fields=["snoozed_until"],
+                condition=Q(state="snoozed"),
+                name="opsexc_snoozed_idx",
+            ),
             # The console queues read only active items, in queue order, and
             # filter on the INCLUDEd columns: partial (about a tenth of the
             # table) and covering, so a page, a capped count or the facet

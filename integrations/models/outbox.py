@@ -15,14 +15,22 @@ class OutboxEvent(models.Model):
     `sequence` orders events of one `sequence_key` (e.g. one enrollment).
     """
 
-    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
-    event_type = models.CharField(max_length=100, db_index=True)
+    # No database-level foreign key: with one, every insert takes a KEY SHARE
+    # lock on the parent row, and concurrent writers of one organization turn
+    # that row into a MultiXact rewritten on each insert (and checked at
+    # commit: the constraints are deferred). This table is an append-only
+    # log like the audit trail (which has none either); the parent is never
+    # deleted while rows point at it (organizations are PROTECTed by the ORM).
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="+", db_constraint=False
+    )
+    event_type = models.CharField(max_length=100)
     payload = models.JSONField()
     sequence_key = models.CharField(max_length=100, blank=True)
     sequence = models.PositiveIntegerField(null=True, blank=True)
     occurred_at = models.DateTimeField(default=timezone.now)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    dispatched_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -31,6 +39,16 @@ class OutboxEvent(models.Model):
                 fields=["sequence_key", "sequence"],
                 condition=models.Q(sequence__isnull=False),
                 name="uniq_outbox_sequence",
+            )
+        ]
+        indexes = [
+            # The dispatcher's sweep reads undispatched events in id order.
+            # Nearly every row is dispatched, most of them at insert (no
+            # subscriber): a partial index they never enter.
+            models.Index(
+                fields=["id"],
+                condition=models.Q(dispatched_at__isnull=True),
+                name="outbox_undispatched_idx",
             )
         ]
 
