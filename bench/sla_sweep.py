@@ -180,8 +180,8 @@ def baseline(now) -> tuple[float, float, int]:
     it wrote), so the comparison that counts is against the statement
     committed too: it runs and commits (3 times, the best counts), and each
     time the rows are put back to pending, committed and vacuumed, so the
-    sweep finds the same rows. The statement alone, rolled back (the figure
-    this benchmark reported before), is printed beside it.
+    sweep finds the same rows. The statement's time before its commit (what
+    this benchmark reported before, then rolled back) is printed beside it.
     Returns (best committed seconds, best uncommitted seconds, rows)."""
     table = StepInstance._meta.db_table
     at = connection.ops.adapt_datetimefield_value(now)
@@ -201,13 +201,13 @@ def baseline(now) -> tuple[float, float, int]:
             uncommitted.append(time.perf_counter() - started)
         committed.append(time.perf_counter() - started)
         count = len(rows)
-        with transaction.atomic(), connection.cursor() as c:
+        ids = [r[0] for r in rows]
+        with transaction.atomic():
             if connection.vendor == "postgresql":
-                c.execute(restore, [[r[0] for r in rows]])
+                with connection.cursor() as c:
+                    c.execute(restore, [ids])
             else:
-                StepInstance.objects.filter(pk__in=[r[0] for r in rows]).update(
-                    state="pending", overdue_at=None
-                )
+                StepInstance.objects.filter(pk__in=ids).update(state="pending", overdue_at=None)
         vacuum_steps()
     print(
         "baseline runs (committed / statement only): "

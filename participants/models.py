@@ -296,12 +296,7 @@ class EventDisposition(models.TextChoices):
 class ParticipantEvent(models.Model):
     """A partner event about a participant, stored whatever happens to it."""
 
-    # No database-level foreign key: with one, every insert takes a KEY SHARE
-    # lock on the parent row, and concurrent writers of one organization turn
-    # that row into a MultiXact rewritten on each insert (and checked at
-    # commit: the constraints are deferred). This table is an append-only
-    # log like the audit trail (which has none either); the parent is never
-    # deleted while rows point at it (organizations are PROTECTed by the ORM).
+    # No database-level foreign key, as on integrations' OutboxEvent (why: there).
     organization = models.ForeignKey(
         Organization,
         on_delete=models.PROTECT,

@@ -84,11 +84,8 @@ class IdempotencyRecord(models.Model):
     status and exact response bytes are kept for replays for 24 hours.
     """
 
-    # No database-level foreign key: with one, every insert takes a KEY SHARE
-    # lock on the parent row, and concurrent writers of one API key turn
-    # that row into a MultiXact rewritten on each insert (and checked at
-    # commit: the constraints are deferred). Records live 24 hours, and a
-    # key deleted through the ORM takes its records with it (CASCADE).
+    # No database-level foreign key, as on OutboxEvent (why: there); a key
+    # deleted through the ORM takes its records with it (CASCADE).
     api_client = models.ForeignKey(
         ApiClient, on_delete=models.CASCADE, related_name="+", db_constraint=False
     )
