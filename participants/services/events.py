@@ -20,7 +20,6 @@ occurred_at, and an event older than the last one applied is still applied.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -29,9 +28,7 @@ from django.utils import timezone
 
 from config.request_id import get_request_id
 from integrations.outbox import outbox_write, outbox_write_many
-from integrations.rows import columns, set_related
 from participants.models import (
-    NON_TERMINAL_STATES,
     OPEN_STEP_STATES,
     Enrollment,
     EventDisposition,
@@ -40,9 +37,10 @@ from participants.models import (
     StepInstance,
     StepState,
 )
+from participants.services import ingest_rows
 from participants.services.steps import close_step
 from programs.actors import as_actor
-from programs.models import OpsException, Program, ProgramVersion
+from programs.models import OpsException
 from programs.services import exception_raise, exception_resolve_for
 
 
@@ -117,7 +115,7 @@ def event_ingest(
         event = _new_event(
             organization_id, event_id, event_type, external_ref, occurred_at, data, source, plan
         )
-        if not _insert_new_events([event]):
+        if not ingest_rows.insert_new_events([event]):
             original = ParticipantEvent.objects.get(
                 organization_id=organization_id, event_id=event_id
             )
@@ -133,75 +131,6 @@ def event_ingest(
         return batch.results[0]
 
 
-def _insert_new_events(events: list[ParticipantEvent]) -> set[str]:
-    """INSERT the events, skipping those whose (organization, event_id) is
-    already stored (`ON CONFLICT DO NOTHING`, no savepoint, no error); set the
-    pk of the inserted ones and return their event ids."""
-    if not events:
-        return set()
-    connection = transaction.get_connection()
-    meta = ParticipantEvent._meta
-    fields = [f for f in meta.concrete_fields if not f.primary_key]
-    quote = connection.ops.quote_name
-    size = max(1, connection.ops.bulk_batch_size(fields, events) or len(events))
-    row_sql = f"({', '.join(['%s'] * len(fields))})"
-    # SQL by hand (the ORM's InsertQuery cannot say which rows were skipped);
-    # values go through each field's get_db_prep_save, as the ORM does.
-    insert = f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)})"
-    if connection.vendor == "postgresql":
-        suffix = " ON CONFLICT DO NOTHING"
-    else:  # SQLite: INSERT OR IGNORE
-        insert = insert.replace("INSERT INTO", "INSERT OR IGNORE INTO", 1)
-        suffix = ""
-    suffix += f" RETURNING {quote(meta.pk.column)}, {quote('event_id')}"
-    inserted: dict[str, int] = {}
-    if connection.vendor == "postgresql" and len(events) > 1:
-        # One array parameter per column (INSERT ... SELECT FROM unnest): the
-        # statement text stays short whatever the batch size, so the driver
-        # does not re-parse thousands of placeholders per batch.
-        # The values are plain str/int/bool/aware datetime/None, which the
-        # driver adapts itself (no field has auto_now or a custom prep).
-        arrays, selects = [], []
-        for f in fields:
-            values = [getattr(event, f.attname) for event in events]
-            if f.get_internal_type() == "JSONField":
-                arrays.append(([json.dumps(v, cls=f.encoder) for v in values], "text[]"))
-                selects.append(f"{quote(f.column)}::jsonb")
-            else:
-                arrays.append((values, f"{f.db_type(connection)}[]"))
-                selects.append(quote(f.column))
-        names = ", ".join(quote(f.column) for f in fields)
-        sql = (
-            f"INSERT INTO {quote(meta.db_table)} ({names}) "  # noqa: S608
-            f"SELECT {', '.join(selects)} FROM unnest("
-            f"{', '.join(f'%s::{cast}' for _, cast in arrays)}) AS u({names})"
-            f" ON CONFLICT DO NOTHING RETURNING {quote(meta.pk.column)}, {quote('event_id')}"
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [values for values, _ in arrays])
-            inserted.update((event_id, pk) for pk, event_id in cursor.fetchall())
-        chunks = []
-    else:
-        chunks = [events[start : start + size] for start in range(0, len(events), size)]
-    for chunk in chunks:
-        params = [
-            f.get_db_prep_save(f.pre_save(event, True), connection)
-            for event in chunk
-            for f in fields
-        ]
-        sql = f"{insert} VALUES {', '.join([row_sql] * len(chunk))}{suffix}"
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            inserted.update((event_id, pk) for pk, event_id in cursor.fetchall())
-    for event in events:
-        pk = inserted.get(event.event_id)
-        if pk is not None:
-            event.pk = pk
-            event._state.adding = False
-            event._state.db = connection.alias
-    return set(inserted)
-
-
 @dataclass
 class _Plan:
     """What one event does, decided from the locked enrollments and their steps."""
@@ -213,138 +142,18 @@ class _Plan:
 
 
 def _locked_enrollments(organization_id, refs, program_ids=None) -> dict[str, list[Enrollment]]:
-    """Non-terminal enrollments of the participants with these references (in
-    `program_ids` only, when given), locked (FOR UPDATE of the enrollment rows
-    only, ascending ids), with participant, program and version joined.
-    PostgreSQL re-checks the state of a row it waited for, so an enrollment
-    that just became terminal is left out.
-
-    Hand-written SQL (integrations/rows.py): it runs for every event, and
-    compiling this four-table ORM query cost more CPU than running it."""
-    return _read_enrollments(organization_id, refs, program_ids, with_steps=False)[0]
+    """Non-terminal enrollments of these references, locked in id order, with
+    participant, program and version attached (ingest_rows.read_enrollments)."""
+    return ingest_rows.read_enrollments(organization_id, refs, program_ids, with_steps=False)[0]
 
 
 def _locked_enrollments_and_steps(organization_id, ref: str, program_ids=None):
-    """`_locked_enrollments` of one reference and `_steps_by_enrollment` of
-    its enrollments in one statement (a LEFT JOIN on the steps: one round trip
-    less per event; for one participant the repeated enrollment columns cost
-    less than the round trip)."""
-    by_ref, steps = _read_enrollments(organization_id, [ref], program_ids, with_steps=True)
+    """`_locked_enrollments` of one reference, and their steps read by the
+    same statement."""
+    by_ref, steps = ingest_rows.read_enrollments(
+        organization_id, [ref], program_ids, with_steps=True
+    )
     return by_ref.get(ref, []), steps
-
-
-def _read_enrollments(organization_id, refs, program_ids, *, with_steps: bool):
-    by_ref: dict[str, list[Enrollment]] = {}
-    steps: dict[int, list[StepInstance]] = {}
-    refs = list(refs)
-    if not refs:
-        return by_ref, steps
-    connection = transaction.get_connection()
-    quote = connection.ops.quote_name
-    tables = (
-        (Enrollment, "e"),
-        (Participant, "p"),
-        (Program, "g"),
-        (ProgramVersion, "v"),
-    )
-    cols = [columns(model, alias, connection.alias) for model, alias in tables]
-    step_cols = columns(StepInstance, "s", connection.alias)
-    states = list(NON_TERMINAL_STATES)
-    params = [organization_id, *refs, *states]
-    where_program = ""
-    if program_ids is not None:
-        program_ids = list(program_ids)
-        if not program_ids:
-            return by_ref, steps
-        where_program = f" AND e.{quote('program_id')} IN ({', '.join(['%s'] * len(program_ids))})"
-        params += program_ids
-    lock = ""
-    if connection.features.has_select_for_update:
-        lock = " FOR UPDATE OF e" if connection.features.has_select_for_update_of else " FOR UPDATE"
-    select = ", ".join(c.sql for c in cols)
-    join_steps, order_steps = "", ""
-    if with_steps:
-        select += f", {step_cols.sql}"
-        join_steps = (
-            f"LEFT JOIN {quote(StepInstance._meta.db_table)} s "
-            f"ON s.{quote('enrollment_id')} = e.{quote('id')} "
-        )
-        order_steps = f", s.{quote('id')}"
-    sql = (
-        f"SELECT {select} "  # noqa: S608
-        f"FROM {quote(Enrollment._meta.db_table)} e "
-        f"JOIN {quote(Participant._meta.db_table)} p "
-        f"ON p.{quote('id')} = e.{quote('participant_id')} "
-        f"JOIN {quote(Program._meta.db_table)} g ON g.{quote('id')} = e.{quote('program_id')} "
-        f"JOIN {quote(ProgramVersion._meta.db_table)} v "
-        f"ON v.{quote('id')} = e.{quote('program_version_id')} "
-        f"{join_steps}"
-        f"WHERE p.{quote('organization_id')} = %s "
-        f"AND p.{quote('external_ref')} IN ({', '.join(['%s'] * len(refs))}) "
-        f"AND e.{quote('state')} IN ({', '.join(['%s'] * len(states))})"
-        f"{where_program} ORDER BY e.{quote('id')}{order_steps}{lock}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    participants: dict[int, Participant] = {}
-    programs: dict[int, Program] = {}
-    versions: dict[int, ProgramVersion] = {}
-    enrollment_cols, participant_cols, program_cols, version_cols = cols
-    offsets = [0]
-    for c in cols:
-        offsets.append(offsets[-1] + c.width)
-    enrollments: dict[int, Enrollment] = {}
-    for row in rows:
-        if row[0] in enrollments:  # another step of the same enrollment
-            enrollment = None
-        else:
-            enrollment = enrollments[row[0]] = enrollment_cols.load(row)
-            steps[enrollment.pk] = []
-        if with_steps and row[offsets[4]] is not None:
-            step = step_cols.load(row, offsets[4])
-            steps[step.enrollment_id].append(step)
-        if enrollment is None:
-            continue
-        participant = participants.get(enrollment.participant_id)
-        if participant is None:
-            participant = participants[enrollment.participant_id] = participant_cols.load(
-                row, offsets[1]
-            )
-        program = programs.get(enrollment.program_id)
-        if program is None:
-            program = programs[enrollment.program_id] = program_cols.load(row, offsets[2])
-        version = versions.get(enrollment.program_version_id)
-        if version is None:
-            version = versions[enrollment.program_version_id] = version_cols.load(row, offsets[3])
-        set_related(enrollment, "participant", participant)
-        set_related(enrollment, "program", program)
-        set_related(enrollment, "program_version", version)
-        by_ref.setdefault(participant.external_ref, []).append(enrollment)
-    return by_ref, steps
-
-
-def _steps_by_enrollment(enrollments) -> dict[int, list[StepInstance]]:
-    """The steps of these enrollments (ordered by enrollment, id), one query of
-    hand-written SQL like `_locked_enrollments`."""
-    steps: dict[int, list[StepInstance]] = {e.pk: [] for e in enrollments}
-    if not steps:
-        return steps
-    connection = transaction.get_connection()
-    quote = connection.ops.quote_name
-    step_cols = columns(StepInstance, "s", connection.alias)
-    ids = list(steps)
-    sql = (
-        f"SELECT {step_cols.sql} FROM {quote(StepInstance._meta.db_table)} s "  # noqa: S608
-        f"WHERE s.{quote('enrollment_id')} IN ({', '.join(['%s'] * len(ids))}) "
-        f"ORDER BY s.{quote('enrollment_id')}, s.{quote('id')}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, ids)
-        for row in cursor.fetchall():
-            step = step_cols.load(row)
-            steps[step.enrollment_id].append(step)
-    return steps
 
 
 def _plan(participant, enrollments, steps_by_enrollment, event_type: str) -> _Plan:
@@ -533,12 +342,7 @@ def events_ingest_many(
         # Locks first: a concurrent batch holding them has committed its events
         # by the time the duplicate check below runs.
         enrollments_by_ref = _locked_enrollments(organization_id, refs, program_ids)
-        stored = {
-            e.event_id: e
-            for e in ParticipantEvent.objects.filter(
-                organization_id=organization_id, event_id__in={items[i].event_id for i in valid}
-            )
-        }
+        stored = ingest_rows.stored_events(organization_id, {items[i].event_id for i in valid})
         participants = {ref: rows[0].participant for ref, rows in enrollments_by_ref.items()}
         missing = {items[i].external_ref for i in valid if items[i].event_id not in stored}
         missing -= set(participants)
@@ -547,7 +351,9 @@ def events_ingest_many(
                 organization_id=organization_id, external_ref__in=missing
             ):
                 participants[participant.external_ref] = participant
-        steps = _steps_by_enrollment([e for rows in enrollments_by_ref.values() for e in rows])
+        steps = ingest_rows.steps_by_enrollment(
+            [e for rows in enrollments_by_ref.values() for e in rows]
+        )
         batch = _Batch(actor)
         first_of: dict[str, int] = {}
         duplicates: list[tuple[int, int]] = []
@@ -574,11 +380,11 @@ def events_ingest_many(
             )
             if plan.matches and _needs_event_path(plan, steps):
                 batch.flush()
-                if not _insert_new_events([event]):
+                if not ingest_rows.insert_new_events([event]):
                     raise IntegrityError(f"event {event.event_id} was stored concurrently")
                 results[index] = _apply_plan(event, plan, actor, write_last_event=True)
                 # an auto-advance may have closed or created steps of these enrollments
-                steps.update(_steps_by_enrollment(plan.enrollments))
+                steps.update(ingest_rows.steps_by_enrollment(plan.enrollments))
                 continue
             batch.add(index, event, plan)
         batch.flush()
@@ -611,39 +417,6 @@ def _needs_event_path(plan: _Plan, steps_by_enrollment) -> bool:
             if not still_open:
                 return True
     return False
-
-
-def _update_rows(model, objs, field_names) -> None:
-    """Write these fields of these rows in one statement. PostgreSQL: an
-    UPDATE joined to one array per column (unnest), whose cost grows with the
-    rows; bulk_update's CASE WHEN per row and column grows with their square.
-    Elsewhere: bulk_update."""
-    connection = transaction.get_connection()
-    if connection.vendor != "postgresql":
-        model.objects.bulk_update(objs, field_names)
-        return
-    quote = connection.ops.quote_name
-    meta = model._meta
-    fields = [meta.get_field(name) for name in field_names]
-    pk = meta.pk
-    arrays = [([obj.pk for obj in objs], f"{pk.db_type(connection)}[]")]
-    for f in fields:
-        arrays.append(
-            (
-                [f.get_db_prep_save(getattr(obj, f.attname), connection) for obj in objs],
-                f"{f.db_type(connection)}[]",
-            )
-        )
-    names = [pk.column] + [f.column for f in fields]
-    sql = (
-        f"UPDATE {quote(meta.db_table)} AS t SET "  # noqa: S608
-        + ", ".join(f"{quote(f.column)} = v.{quote(f.column)}" for f in fields)
-        + f" FROM unnest({', '.join(f'%s::{cast}' for _, cast in arrays)}) "
-        + f"AS v({', '.join(quote(n) for n in names)}) "
-        + f"WHERE t.{quote(pk.column)} = v.{quote(pk.column)}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [values for values, _ in arrays])
 
 
 _CLOSE_FIELDS = [
@@ -699,13 +472,13 @@ class _Batch:
         if not (self.events or self.touched or self.pending_results):
             return
         if self.events:
-            inserted = _insert_new_events(self.events)
+            inserted = ingest_rows.insert_new_events(self.events)
             if len(inserted) != len(self.events):
                 raise IntegrityError("events of this batch were stored concurrently")
         if self.closes:
             self._write_closes()
         if self.touched:
-            _update_rows(
+            ingest_rows.update_rows(
                 Enrollment, list(self.touched.values()), ["event_sequence", "last_event_at"]
             )
         for index, event, matched in self.pending_results:
@@ -763,7 +536,7 @@ class _Batch:
                     "occurred_at": step.completed_at,
                 }
             )
-        _update_rows(StepInstance, steps, _CLOSE_FIELDS)
+        ingest_rows.update_rows(StepInstance, steps, _CLOSE_FIELDS)
         AuditEvent.objects.bulk_create(audits, batch_size=1000)
         outbox_write_many(outbox)
 
