@@ -141,19 +141,17 @@ class _Plan:
     disposition: str
 
 
-def _locked_enrollments(organization_id, refs, program_ids=None) -> dict[str, list[Enrollment]]:
-    """Non-terminal enrollments of these references, locked in id order, with
-    participant, program and version attached (ingest_rows.read_enrollments)."""
-    return ingest_rows.read_enrollments(organization_id, refs, program_ids, with_steps=False)[0]
-
-
 def _locked_enrollments_and_steps(organization_id, ref: str, program_ids=None):
-    """`_locked_enrollments` of one reference, and their steps read by the
-    same statement."""
-    by_ref, steps = ingest_rows.read_enrollments(
-        organization_id, [ref], program_ids, with_steps=True
-    )
-    return by_ref.get(ref, []), steps
+    """The non-terminal enrollments of one reference, locked, then their steps.
+
+    Two statements, not one with the steps joined: a statement that waits for
+    a row lock gets the newest version of the locked row but keeps the rows
+    it joined from the snapshot it started with (PostgreSQL, READ
+    COMMITTED), so steps read with the lock would miss what the transaction
+    it waited for changed. The second statement's snapshot is taken after the
+    lock is granted."""
+    enrollments = ingest_rows.read_enrollments(organization_id, [ref], program_ids).get(ref, [])
+    return enrollments, ingest_rows.steps_by_enrollment(enrollments)
 
 
 def _plan(participant, enrollments, steps_by_enrollment, event_type: str) -> _Plan:
@@ -312,15 +310,27 @@ def events_ingest_many(
     as in `event_ingest`. `program_ids` limits the enrollments touched, as
     there.
 
-    Statements: the locked enrollments of every reference, the stored
-    duplicates, the participants without an enrollment and the steps (one
-    query each); then one INSERT of the events, one UPDATE of the completed
-    steps, one INSERT of their audit rows, one of their outbox rows, and one
-    UPDATE of the enrollments (sequence and last event time). Only an event
-    whose completion may advance a stage (or closes an overdue step) takes the
-    per-event path, after flushing what came before it. A database error (say
-    a concurrent request storing the same event id) rolls the whole call back
-    and raises; the caller may retry item by item.
+    Locks are taken late: the enrollments, their steps and the plan of every
+    event are read and made without locks, and only before the first write
+    are the enrollments locked (ascending ids) and what the plan read checked
+    again (`ingest_rows.lock_and_read_marks`: each enrollment's state,
+    version, sequence and last event time, each step's state, and the set of
+    enrollments and steps). If anything changed meanwhile, nothing has been
+    written yet, and the whole batch is planned again with the locks held
+    (`_ingest_planned(lock_first=True)`). Concurrent batches for the same
+    participants wait on one another only for their writes, not for their
+    planning (docs/performance.md, "Partner event ingest").
+
+    Statements: the enrollments of every reference, the stored duplicates,
+    the participants without an enrollment and the steps (one query each);
+    then the locks and the check (two); then one INSERT of the events, one
+    UPDATE of the completed steps, one INSERT of their audit rows, one of
+    their outbox rows, and one UPDATE of the enrollments (sequence and last
+    event time). Only an event whose completion may advance a stage (or
+    closes an overdue step) takes the per-event path, after flushing what
+    came before it. A database error (say a concurrent request storing the
+    same event id) rolls the whole call back and raises; the caller may retry
+    item by item.
     """
     actor = as_actor(actor)
     organization_id = getattr(organization, "pk", organization)
@@ -337,63 +347,92 @@ def events_ingest_many(
         valid.append(index)
     if not valid:
         return results
+    args = (organization_id, [items[i] for i in valid], actor, source, program_ids)
     with transaction.atomic():
-        refs = {items[i].external_ref for i in valid}
-        # Locks first: a concurrent batch holding them has committed its events
-        # by the time the duplicate check below runs.
-        enrollments_by_ref = _locked_enrollments(organization_id, refs, program_ids)
-        stored = ingest_rows.stored_events(organization_id, {items[i].event_id for i in valid})
-        participants = {ref: rows[0].participant for ref, rows in enrollments_by_ref.items()}
-        missing = {items[i].external_ref for i in valid if items[i].event_id not in stored}
-        missing -= set(participants)
-        if missing:
-            for participant in Participant.objects.filter(
-                organization_id=organization_id, external_ref__in=missing
-            ):
-                participants[participant.external_ref] = participant
-        steps = ingest_rows.steps_by_enrollment(
-            [e for rows in enrollments_by_ref.values() for e in rows]
+        outcomes = _ingest_planned(*args, lock_first=False)
+        if outcomes is None:  # changed between planning and locking
+            outcomes = _ingest_planned(*args, lock_first=True)
+    for index, outcome in zip(valid, outcomes, strict=True):
+        results[index] = outcome
+    return results
+
+
+def _ingest_planned(organization_id, items, actor, source, program_ids, *, lock_first):
+    """events_ingest_many's work for valid items: a result per item, or None
+    (nothing written) when `lock_first` is False and the rows the plan read
+    changed before the locks were taken."""
+    results: list = [None] * len(items)
+    refs = {item.external_ref for item in items}
+    enrollments_by_ref = ingest_rows.read_enrollments(
+        organization_id, refs, program_ids, lock=lock_first
+    )
+    enrollments = [e for rows in enrollments_by_ref.values() for e in rows]
+    stored = ingest_rows.stored_events(organization_id, {item.event_id for item in items})
+    participants = {ref: rows[0].participant for ref, rows in enrollments_by_ref.items()}
+    missing = {item.external_ref for item in items if item.event_id not in stored}
+    missing -= set(participants)
+    if missing:
+        for participant in Participant.objects.filter(
+            organization_id=organization_id, external_ref__in=missing
+        ):
+            participants[participant.external_ref] = participant
+    steps = ingest_rows.steps_by_enrollment(enrollments)
+    # what the plan depends on, as read (the plan changes these objects)
+    read_marks = None if lock_first else ingest_rows.marks(enrollments, steps)
+
+    def locked_and_unchanged() -> bool:
+        """Take the locks (once); False if what the plan read has changed."""
+        nonlocal read_marks
+        if read_marks is None:
+            return True
+        now = ingest_rows.lock_and_read_marks(organization_id, refs, program_ids)
+        unchanged = now is None or now == read_marks
+        read_marks = None
+        return unchanged
+
+    batch = _Batch(actor)
+    first_of: dict[str, int] = {}
+    duplicates: list[tuple[int, int]] = []
+    for index, item in enumerate(items):
+        if item.event_id in stored:
+            results[index] = IngestResult(event=stored[item.event_id], created=False)
+            continue
+        if item.event_id in first_of:
+            duplicates.append((index, first_of[item.event_id]))
+            continue
+        first_of[item.event_id] = index
+        rows = enrollments_by_ref.get(item.external_ref, [])
+        plan = _plan(participants.get(item.external_ref), rows, steps, item.event_type)
+        event = _new_event(
+            organization_id,
+            item.event_id,
+            item.event_type,
+            item.external_ref,
+            item.occurred_at,
+            item.data,
+            source,
+            plan,
         )
-        batch = _Batch(actor)
-        first_of: dict[str, int] = {}
-        duplicates: list[tuple[int, int]] = []
-        for index in valid:
-            item = items[index]
-            if item.event_id in stored:
-                results[index] = IngestResult(event=stored[item.event_id], created=False)
-                continue
-            if item.event_id in first_of:
-                duplicates.append((index, first_of[item.event_id]))
-                continue
-            first_of[item.event_id] = index
-            enrollments = enrollments_by_ref.get(item.external_ref, [])
-            plan = _plan(participants.get(item.external_ref), enrollments, steps, item.event_type)
-            event = _new_event(
-                organization_id,
-                item.event_id,
-                item.event_type,
-                item.external_ref,
-                item.occurred_at,
-                item.data,
-                source,
-                plan,
-            )
-            if plan.matches and _needs_event_path(plan, steps):
-                batch.flush()
-                if not ingest_rows.insert_new_events([event]):
-                    raise IntegrityError(f"event {event.event_id} was stored concurrently")
-                results[index] = _apply_plan(event, plan, actor, write_last_event=True)
-                # an auto-advance may have closed or created steps of these enrollments
-                steps.update(ingest_rows.steps_by_enrollment(plan.enrollments))
-                continue
-            batch.add(index, event, plan)
-        batch.flush()
-        for index, event, disposition in batch.unmatched:
-            results[index] = _unmatched(event, actor, disposition)
-        for index, result in batch.results.items():
-            results[index] = result
-        for index, first in duplicates:
-            results[index] = IngestResult(event=results[first].event, created=False)
+        if plan.matches and _needs_event_path(plan, steps):
+            if not locked_and_unchanged():
+                return None
+            batch.flush()
+            if not ingest_rows.insert_new_events([event]):
+                raise IntegrityError(f"event {event.event_id} was stored concurrently")
+            results[index] = _apply_plan(event, plan, actor, write_last_event=True)
+            # an auto-advance may have closed or created steps of these enrollments
+            steps.update(ingest_rows.steps_by_enrollment(plan.enrollments))
+            continue
+        batch.add(index, event, plan)
+    if not locked_and_unchanged():
+        return None
+    batch.flush()
+    for index, event, disposition in batch.unmatched:
+        results[index] = _unmatched(event, actor, disposition)
+    for index, result in batch.results.items():
+        results[index] = result
+    for index, first in duplicates:
+        results[index] = IngestResult(event=results[first].event, created=False)
     return results
 
 

@@ -40,57 +40,97 @@ def _one_of(connection, column_sql: str, values: list) -> tuple[str, list]:
     return f"{column_sql} IN ({', '.join(['%s'] * len(values))})", list(values)
 
 
-def read_enrollments(organization_id, refs, program_ids, *, with_steps: bool):
-    """The non-terminal enrollments of the participants with these references
-    (in `program_ids` only, when given), locked (FOR UPDATE of the enrollment
-    rows only, ascending ids), with participant, program and version attached;
-    with `with_steps`, also their steps (a LEFT JOIN: one round trip less per
-    event). Returns ({external_ref: [enrollment, ...]}, {enrollment id: [step, ...]}).
+def read_enrollments(organization_id, refs, program_ids, *, lock=True):
+    """{external_ref: [enrollment, ...]}: the non-terminal enrollments of the
+    participants with these references (in `program_ids` only, when given),
+    locked unless `lock` is False (FOR UPDATE of the enrollment rows only, in
+    ascending ids), with participant, program and version attached.
+
+    Read their steps with `steps_by_enrollment`, in a statement of its own
+    after this one: a statement that waits for a row lock returns the newest
+    version of the locked row, but the rows it joins come from the snapshot
+    it started with (PostgreSQL, READ COMMITTED), so steps joined here could
+    miss what the transaction it waited for changed.
 
     For one reference (the single-event path: a participant has a few
     enrollments) programs and versions come in the same statement, because a
     round trip costs more than repeating their columns on a few rows; for
-    more, from a second query (see the module docstring).
-
-    PostgreSQL re-checks the state of a row it waited for, so an enrollment
-    that just became terminal is left out."""
+    more, from a second query (see the module docstring). PostgreSQL
+    re-checks the state of a row it waited for, so an enrollment that just
+    became terminal is left out."""
     by_ref: dict[str, list[Enrollment]] = {}
-    steps: dict[int, list[StepInstance]] = {}
     refs = list(refs)
     if not refs:
-        return by_ref, steps
+        return by_ref
     if program_ids is not None:
         program_ids = list(program_ids)
         if not program_ids:
-            return by_ref, steps
+            return by_ref
     connection = transaction.get_connection()
     quote = connection.ops.quote_name
-    join_versions = len(refs) == 1
     using = connection.alias
+    join_versions = len(refs) == 1
     parts = [columns(Enrollment, "e", using), columns(Participant, "p", using)]
-    joins = [
+    joins = (
         f"JOIN {quote(Participant._meta.db_table)} p "
         f"ON p.{quote('id')} = e.{quote('participant_id')}"
-    ]
+    )
     if join_versions:
         parts += [columns(ProgramVersion, "v", using), columns(Program, "g", using)]
-        joins.append(
-            f"JOIN {quote(ProgramVersion._meta.db_table)} v "
+        joins += (
+            f" JOIN {quote(ProgramVersion._meta.db_table)} v "
             f"ON v.{quote('id')} = e.{quote('program_version_id')} "
             f"JOIN {quote(Program._meta.db_table)} g ON g.{quote('id')} = v.{quote('program_id')}"
         )
-    order = f"e.{quote('id')}"
-    if with_steps:
-        parts.append(columns(StepInstance, "s", using))
-        joins.append(
-            f"LEFT JOIN {quote(StepInstance._meta.db_table)} s "
-            f"ON s.{quote('enrollment_id')} = e.{quote('id')}"
-        )
-        order += f", s.{quote('id')}"
+    where, params = _enrollments_where(connection, organization_id, refs, program_ids)
+    sql = (
+        f"SELECT {', '.join(part.sql for part in parts)} "  # noqa: S608
+        f"FROM {quote(Enrollment._meta.db_table)} e {joins} "
+        f"WHERE {where} ORDER BY e.{quote('id')}{_lock_clause(connection) if lock else ''}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    participants: dict[int, Participant] = {}
+    versions: dict[int, ProgramVersion] = {}
+    enrollments: list[Enrollment] = []
+    for row in rows:
+        enrollment = parts[0].load(row)
+        enrollments.append(enrollment)
+        participant = participants.get(enrollment.participant_id)
+        if participant is None:
+            participant = participants[enrollment.participant_id] = parts[1].load(
+                row, parts[0].width
+            )
+        set_related(enrollment, "participant", participant)
+        by_ref.setdefault(participant.external_ref, []).append(enrollment)
+        if join_versions:
+            version = versions.get(enrollment.program_version_id)
+            if version is None:
+                offset = parts[0].width + parts[1].width
+                version = versions[enrollment.program_version_id] = parts[2].load(row, offset)
+                set_related(version, "program", parts[3].load(row, offset + parts[2].width))
+            set_related(enrollment, "program_version", version)
+            set_related(enrollment, "program", version.program)
+    if not join_versions:
+        _attach_versions(connection, enrollments)
+    return by_ref
+
+
+def _lock_clause(connection) -> str:
+    if not connection.features.has_select_for_update:
+        return ""
+    return " FOR UPDATE OF e" if connection.features.has_select_for_update_of else " FOR UPDATE"
+
+
+def _enrollments_where(connection, organization_id, refs, program_ids) -> tuple[str, list]:
+    """The WHERE of the non-terminal enrollments (alias e, participant p) of
+    these references, in these programs (None: any)."""
+    quote = connection.ops.quote_name
     conditions = [f"p.{quote('organization_id')} = %s"]
     params = [organization_id]
     for column_sql, values in (
-        (f"p.{quote('external_ref')}", refs),
+        (f"p.{quote('external_ref')}", list(refs)),
         (f"e.{quote('state')}", list(NON_TERMINAL_STATES)),
         (f"e.{quote('program_id')}", program_ids),
     ):
@@ -98,49 +138,56 @@ def read_enrollments(organization_id, refs, program_ids, *, with_steps: bool):
             condition, values_params = _one_of(connection, column_sql, values)
             conditions.append(condition)
             params += values_params
-    lock = ""
-    if connection.features.has_select_for_update:
-        lock = " FOR UPDATE OF e" if connection.features.has_select_for_update_of else " FOR UPDATE"
-    sql = (
-        f"SELECT {', '.join(part.sql for part in parts)} "  # noqa: S608
-        f"FROM {quote(Enrollment._meta.db_table)} e {' '.join(joins)} "
-        f"WHERE {' AND '.join(conditions)} ORDER BY {order}{lock}"
+    return " AND ".join(conditions), params
+
+
+def marks(enrollments, steps_by_enrollment) -> tuple[dict, dict]:
+    """What a plan read of these enrollments and steps and a concurrent change
+    would move: each enrollment's state, version, event sequence and last
+    event time; each step's enrollment and state; and which rows exist."""
+    return (
+        {
+            e.pk: (e.state, e.program_version_id, e.event_sequence, e.last_event_at)
+            for e in enrollments
+        },
+        {s.pk: (s.enrollment_id, s.state) for rows in steps_by_enrollment.values() for s in rows},
+    )
+
+
+def lock_and_read_marks(organization_id, refs, program_ids) -> tuple[dict, dict] | None:
+    """Lock the non-terminal enrollments of these references (ascending ids,
+    as `read_enrollments` does) and return their `marks` as they are now; two
+    narrow queries (no timestamps but one, no JSON).
+
+    None on a database without row locks (SQLite): there a transaction reads
+    one snapshot throughout, and its first write fails if another connection
+    wrote since (SQLITE_BUSY_SNAPSHOT), so what was read is still current."""
+    connection = transaction.get_connection()
+    if not connection.features.has_select_for_update:
+        return None
+    quote = connection.ops.quote_name
+    where, params = _enrollments_where(connection, organization_id, refs, program_ids)
+    enrollment_sql = (
+        f"SELECT e.{quote('id')}, e.{quote('state')}, e.{quote('program_version_id')}, "  # noqa: S608
+        f"e.{quote('event_sequence')}, e.{quote('last_event_at')} "
+        f"FROM {quote(Enrollment._meta.db_table)} e "
+        f"JOIN {quote(Participant._meta.db_table)} p "
+        f"ON p.{quote('id')} = e.{quote('participant_id')} "
+        f"WHERE {where} ORDER BY e.{quote('id')}{_lock_clause(connection)}"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    offsets = [0]
-    for part in parts:
-        offsets.append(offsets[-1] + part.width)
-    participants: dict[int, Participant] = {}
-    versions: dict[int, ProgramVersion] = {}
-    enrollments: dict[int, Enrollment] = {}
-    for row in rows:
-        enrollment = enrollments.get(row[0])
-        if enrollment is None:
-            enrollment = enrollments[row[0]] = parts[0].load(row)
-            steps[enrollment.pk] = []
-            participant = participants.get(enrollment.participant_id)
-            if participant is None:
-                participant = participants[enrollment.participant_id] = parts[1].load(
-                    row, offsets[1]
-                )
-            set_related(enrollment, "participant", participant)
-            by_ref.setdefault(participant.external_ref, []).append(enrollment)
-            if join_versions:
-                version = versions.get(enrollment.program_version_id)
-                if version is None:
-                    version = versions[enrollment.program_version_id] = parts[2].load(
-                        row, offsets[2]
-                    )
-                    set_related(version, "program", parts[3].load(row, offsets[3]))
-                set_related(enrollment, "program_version", version)
-                set_related(enrollment, "program", version.program)
-        if with_steps and row[offsets[-2]] is not None:
-            steps[enrollment.pk].append(parts[-1].load(row, offsets[-2]))
-    if not join_versions:
-        _attach_versions(connection, enrollments.values())
-    return by_ref, steps
+        cursor.execute(enrollment_sql, params)
+        enrollments = {row[0]: tuple(row[1:]) for row in cursor.fetchall()}
+        steps = {}
+        if enrollments:
+            condition, step_params = _one_of(connection, quote("enrollment_id"), list(enrollments))
+            cursor.execute(
+                f"SELECT {quote('id')}, {quote('enrollment_id')}, {quote('state')} "  # noqa: S608
+                f"FROM {quote(StepInstance._meta.db_table)} WHERE {condition}",
+                step_params,
+            )
+            steps = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
+    return enrollments, steps
 
 
 def _attach_versions(connection, enrollments) -> None:

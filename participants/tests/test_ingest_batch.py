@@ -112,7 +112,7 @@ def test_batch_statements_do_not_grow_with_the_batch(org, program):
     with CaptureQueriesContext(connection) as many:
         second = events_ingest_many(organization=org, items=_batch(large, "l"), actor=API)
     # then the statement count is the same, and every step is completed
-    assert len(many) == len(few) <= 12
+    assert len(many) == len(few) <= 13
     assert all(r.event.disposition == "matched" for r in first + second)
     completed = StepInstance.objects.filter(
         step_key="eligibility_review", state=StepState.COMPLETED
@@ -141,13 +141,15 @@ def test_single_event_takes_few_statements(org, program):
     # when
     with CaptureQueriesContext(connection) as queries:
         response = http.post("/api/v1/events/", body, idempotency_key="k-1")
-    # then: key, claim, enrollments with steps, event, last event time, stored
-    # response (+ BEGIN/COMMIT or savepoints under the test transaction)
+    # then: key, claim, enrollments (locked), their steps (read after the lock:
+    # tests/transaction_tests/test_ingest_concurrent_changes.py), event, last
+    # event time, stored response (+ BEGIN/COMMIT or savepoints under the test
+    # transaction)
     assert response.status_code == 202
     writes_and_reads = [
         q["sql"] for q in queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE", "BEGIN"))
     ]
-    assert len(writes_and_reads) <= 7, writes_and_reads
+    assert len(writes_and_reads) <= 8, writes_and_reads
 
 
 # --- program scopes -----------------------------------------------------------------
