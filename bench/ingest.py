@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -223,14 +224,15 @@ def main():
     key, refs = setup_data(n_participants)
     auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     run_id = f"{time.time():.0f}"
-    occurred = "2026-01-05T10:00:00Z"
 
     def event(n, seq):
         return {
             "id": f"evt-{run_id}-{n}-{seq}",
             "type": random.choice(["eligibility.screened", "device.synced", "consent.recorded"]),
             "external_ref": random.choice(refs),
-            "occurred_at": occurred,
+            # "now", as a partner forwards what just happened: each event is
+            # newer than the last, so it moves its enrollment's last event time
+            "occurred_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "data": {"source": "scale", "weight_kg": 81.4, "batch": seq},
         }
 

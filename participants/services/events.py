@@ -313,11 +313,17 @@ def events_ingest_many(
     Locks are taken late: the enrollments, their steps and the plan of every
     event are read and made without locks, and only before the first write
     are the enrollments locked (ascending ids) and what the plan read checked
-    again (`ingest_rows.lock_and_read_marks`: each enrollment's state,
-    version, sequence and last event time, each step's state, and the set of
-    enrollments and steps). If anything changed meanwhile, nothing has been
-    written yet, and the whole batch is planned again with the locks held
-    (`_ingest_planned(lock_first=True)`). Concurrent batches for the same
+    again (`ingest_rows.lock_and_read_marks`: each enrollment's state and
+    version, each step's state, and the set of enrollments and steps). If
+    anything changed meanwhile, nothing has been written yet, and the whole
+    batch is planned again with the locks held
+    (`_ingest_planned(lock_first=True)`; when only steps changed, on the
+    enrollments already read and now locked: the steps and the stored events
+    are read again, not the enrollments). Each enrollment's event sequence
+    and last event time are taken as they are under the lock, not compared:
+    every concurrent event moves them, and no decision of the plan rests on
+    them (the outbox sequence numbers are assigned when writing, after the
+    lock; the last event time only moves forward). Concurrent batches for the same
     participants wait on one another only for their writes, not for their
     planning (docs/performance.md, "Partner event ingest").
 
@@ -350,22 +356,40 @@ def events_ingest_many(
     args = (organization_id, [items[i] for i in valid], actor, source, program_ids)
     with transaction.atomic():
         outcomes = _ingest_planned(*args, lock_first=False)
-        if outcomes is None:  # changed between planning and locking
-            outcomes = _ingest_planned(*args, lock_first=True)
+        if isinstance(outcomes, _Changed):  # between planning and locking; locks held
+            outcomes = _ingest_planned(*args, lock_first=True, enrollments=outcomes.enrollments)
     for index, outcome in zip(valid, outcomes, strict=True):
         results[index] = outcome
     return results
 
 
-def _ingest_planned(organization_id, items, actor, source, program_ids, *, lock_first):
-    """events_ingest_many's work for valid items: a result per item, or None
-    (nothing written) when `lock_first` is False and the rows the plan read
-    changed before the locks were taken."""
+@dataclass(frozen=True)
+class _Changed:
+    """What `_ingest_planned` returns when the rows its plan read changed
+    before it locked them (nothing written, the locks held): the enrollments
+    as read, to plan on again, when only their steps changed (their state,
+    version and membership did not, and their counters are now as locked);
+    None when the enrollments must be read again."""
+
+    enrollments: dict[str, list[Enrollment]] | None
+
+
+def _ingest_planned(
+    organization_id, items, actor, source, program_ids, *, lock_first, enrollments=None
+):
+    """events_ingest_many's work for valid items: a result per item, or
+    `_Changed` (nothing written) when `lock_first` is False and the rows the
+    plan read changed before the locks were taken. `enrollments`: reuse these
+    (read, then locked, by a previous call in this transaction) instead of
+    reading them again."""
     results: list = [None] * len(items)
     refs = {item.external_ref for item in items}
-    enrollments_by_ref = ingest_rows.read_enrollments(
-        organization_id, refs, program_ids, lock=lock_first
-    )
+    if enrollments is None:
+        enrollments_by_ref = ingest_rows.read_enrollments(
+            organization_id, refs, program_ids, lock=lock_first
+        )
+    else:
+        enrollments_by_ref = enrollments
     enrollments = [e for rows in enrollments_by_ref.values() for e in rows]
     stored = ingest_rows.stored_events(organization_id, {item.event_id for item in items})
     participants = {ref: rows[0].participant for ref, rows in enrollments_by_ref.items()}
@@ -379,16 +403,34 @@ def _ingest_planned(organization_id, items, actor, source, program_ids, *, lock_
     steps = ingest_rows.steps_by_enrollment(enrollments)
     # what the plan depends on, as read (the plan changes these objects)
     read_marks = None if lock_first else ingest_rows.marks(enrollments, steps)
+    changed = None
 
     def locked_and_unchanged() -> bool:
-        """Take the locks (once); False if what the plan read has changed."""
-        nonlocal read_marks
+        """Take the locks (once); False if what the plan read has changed.
+
+        The enrollments' event sequence and last event time are not part of
+        the plan: concurrent events move them all the time, and the writes
+        only build on them. They are taken as they are under the lock."""
+        nonlocal read_marks, changed
         if read_marks is None:
             return True
-        now = ingest_rows.lock_and_read_marks(organization_id, refs, program_ids)
-        unchanged = now is None or now == read_marks
-        read_marks = None
-        return unchanged
+        locked = ingest_rows.lock_and_read_marks(organization_id, refs, program_ids)
+        planned_on, read_marks = read_marks, None
+        if locked is None:  # SQLite: nothing changed
+            return True
+        same_enrollments = locked.marks[0] == planned_on[0]
+        if same_enrollments:
+            planning_again = locked.marks[1] != planned_on[1]
+            for enrollment in enrollments:
+                sequence, last_event_at = locked.counters[enrollment.pk]
+                enrollment.event_sequence = sequence
+                # planning again starts from the locked time; else the later one counts
+                if planning_again or _later(last_event_at, enrollment.last_event_at):
+                    enrollment.last_event_at = last_event_at
+        if locked.marks == planned_on:
+            return True
+        changed = _Changed(enrollments_by_ref if same_enrollments else None)
+        return False
 
     batch = _Batch(actor)
     first_of: dict[str, int] = {}
@@ -415,7 +457,7 @@ def _ingest_planned(organization_id, items, actor, source, program_ids, *, lock_
         )
         if plan.matches and _needs_event_path(plan, steps):
             if not locked_and_unchanged():
-                return None
+                return changed
             batch.flush()
             if not ingest_rows.insert_new_events([event]):
                 raise IntegrityError(f"event {event.event_id} was stored concurrently")
@@ -425,7 +467,7 @@ def _ingest_planned(organization_id, items, actor, source, program_ids, *, lock_
             continue
         batch.add(index, event, plan)
     if not locked_and_unchanged():
-        return None
+        return changed
     batch.flush()
     for index, event, disposition in batch.unmatched:
         results[index] = _unmatched(event, actor, disposition)
@@ -434,6 +476,10 @@ def _ingest_planned(organization_id, items, actor, source, program_ids, *, lock_
     for index, first in duplicates:
         results[index] = IngestResult(event=results[first].event, created=False)
     return results
+
+
+def _later(when: datetime | None, than: datetime | None) -> bool:
+    return when is not None and (than is None or when > than)
 
 
 def _needs_event_path(plan: _Plan, steps_by_enrollment) -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import NamedTuple
 
 from django.db import transaction
 
@@ -143,21 +144,24 @@ def _enrollments_where(connection, organization_id, refs, program_ids) -> tuple[
 
 def marks(enrollments, steps_by_enrollment) -> tuple[dict, dict]:
     """What a plan read of these enrollments and steps and a concurrent change
-    would move: each enrollment's state, version, event sequence and last
-    event time; each step's enrollment and state; and which rows exist."""
+    would move: each enrollment's state and version; each step's enrollment
+    and state; and which rows exist."""
     return (
-        {
-            e.pk: (e.state, e.program_version_id, e.event_sequence, e.last_event_at)
-            for e in enrollments
-        },
+        {e.pk: (e.state, e.program_version_id) for e in enrollments},
         {s.pk: (s.enrollment_id, s.state) for rows in steps_by_enrollment.values() for s in rows},
     )
 
 
-def lock_and_read_marks(organization_id, refs, program_ids) -> tuple[dict, dict] | None:
+class LockedRead(NamedTuple):
+    marks: tuple[dict, dict]
+    counters: dict[int, tuple[int, datetime | None]]  # id: (event sequence, last event at)
+
+
+def lock_and_read_marks(organization_id, refs, program_ids) -> LockedRead | None:
     """Lock the non-terminal enrollments of these references (ascending ids,
-    as `read_enrollments` does) and return their `marks` as they are now; two
-    narrow queries (no timestamps but one, no JSON).
+    as `read_enrollments` does) and return their `marks` as they are now,
+    with each enrollment's event sequence and last event time; two narrow
+    queries (no JSON), the steps in the second (see `read_enrollments`).
 
     None on a database without row locks (SQLite): there a transaction reads
     one snapshot throughout, and its first write fails if another connection
@@ -177,7 +181,9 @@ def lock_and_read_marks(organization_id, refs, program_ids) -> tuple[dict, dict]
     )
     with connection.cursor() as cursor:
         cursor.execute(enrollment_sql, params)
-        enrollments = {row[0]: tuple(row[1:]) for row in cursor.fetchall()}
+        rows = cursor.fetchall()
+        enrollments = {row[0]: (row[1], row[2]) for row in rows}
+        counters = {row[0]: (row[3], row[4]) for row in rows}
         steps = {}
         if enrollments:
             condition, step_params = _one_of(connection, quote("enrollment_id"), list(enrollments))
@@ -187,7 +193,7 @@ def lock_and_read_marks(organization_id, refs, program_ids) -> tuple[dict, dict]
                 step_params,
             )
             steps = {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
-    return enrollments, steps
+    return LockedRead((enrollments, steps), counters)
 
 
 def _attach_versions(connection, enrollments) -> None:

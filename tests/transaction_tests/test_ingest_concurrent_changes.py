@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import pytest
 from django.db import connection, transaction
 
+from integrations import event_types
 from integrations.models import OutboxEvent
 from integrations.tests.api_fixtures import PartnerHttp, make_key
 from participants.models import (
@@ -32,6 +33,7 @@ from participants.services import (
     participant_upsert,
     step_complete,
 )
+from participants.services.common import emit
 from participants.services.events import EventItem
 from programs.actors import Actor
 
@@ -104,6 +106,30 @@ def test_a_step_completed_meanwhile_is_not_completed_again(org, program, before_
         event_type="participants.step.completed", payload__step_id=step.pk
     )
     assert completions.count() == 1
+    assert Enrollment.objects.get(pk=enrollment.pk).last_event_at == OCCURRED
+
+
+def test_an_enrollment_withdrawn_meanwhile_is_not_worked_on(org, program, before_locks):
+    # given a referred enrollment, and a batch planned to complete its eligibility step
+    enrollment = _enrolled(org, program, "X-1")
+    before_locks(
+        lambda: enrollment_transition(
+            enrollment_id=enrollment.pk, transition="withdraw", actor=SYSTEM, reason="moved away"
+        )
+    )
+    # when a coordinator withdraws it between the batch's planning and locks
+    results = events_ingest_many(
+        organization=org,
+        items=[EventItem("after-withdrawal", "eligibility.screened", "X-1", OCCURRED, {})],
+        actor=PARTNER,
+    )
+    # then the event is stored as matching nothing, and the withdrawn enrollment is untouched
+    assert results[0].event.disposition == EventDisposition.UNMATCHED
+    enrollment = Enrollment.objects.get(pk=enrollment.pk)
+    assert (enrollment.state, enrollment.last_event_at) == ("withdrawn", None)
+    step = StepInstance.objects.get(enrollment=enrollment, step_key="eligibility_review")
+    assert step.state != StepState.COMPLETED
+    assert not OutboxEvent.objects.filter(event_type="participants.step.completed").exists()
 
 
 def test_sequence_numbers_stay_gapless_when_another_event_lands_meanwhile(
@@ -149,6 +175,54 @@ def test_sequence_numbers_stay_gapless_when_another_event_lands_meanwhile(
     assert sequences == list(range(1, len(sequences) + 1))
     enrollment = Enrollment.objects.get(pk=enrollment.pk)
     assert enrollment.event_sequence == sequences[-1]
+
+
+def test_a_newer_event_and_an_outbox_event_meanwhile_are_built_on(
+    org, program, before_locks, monkeypatch
+):
+    # given a referred enrollment, and a batch planned to complete its eligibility step
+    noted = "participants.enrollment.noted"  # an event that changes no state
+    monkeypatch.setitem(event_types._catalogue, noted, event_types.EventType(noted, "test"))
+    enrollment = _enrolled(org, program, "N-1")
+    later = OCCURRED.replace(hour=12)
+
+    def newer_event_and_notice():
+        # a newer event that no open step expects (it moves only the last event
+        # time), and an outbox event of the enrollment (it moves only its sequence)
+        event_ingest(
+            organization=org.pk,
+            event_id="newer",
+            event_type="device.synced",
+            external_ref="N-1",
+            occurred_at=later,
+            data={},
+            actor=PARTNER,
+        )
+        with transaction.atomic():
+            locked = Enrollment.objects.select_for_update().get(pk=enrollment.pk)
+            emit(locked, noted, {})
+
+    before_locks(newer_event_and_notice)
+    results = events_ingest_many(
+        organization=org,
+        items=[EventItem("older", "eligibility.screened", "N-1", OCCURRED, {})],
+        actor=PARTNER,
+    )
+    # then the batch completes the step after the notice, and keeps the newer time
+    assert results[0].event.disposition == EventDisposition.MATCHED
+    enrollment = Enrollment.objects.get(pk=enrollment.pk)
+    assert enrollment.last_event_at == later
+    events = list(
+        OutboxEvent.objects.filter(sequence_key=f"enrollment:{enrollment.pk}")
+        .order_by("sequence")
+        .values_list("sequence", "event_type")
+    )
+    assert [sequence for sequence, _ in events] == list(range(1, len(events) + 1))
+    assert events[-2:] == [
+        (len(events) - 1, noted),
+        (len(events), "participants.step.completed"),
+    ]
+    assert enrollment.event_sequence == len(events)
 
 
 def test_an_event_stored_meanwhile_is_answered_as_the_stored_one(org, program, before_locks):
