@@ -311,32 +311,35 @@ def events_ingest_many(
     there.
 
     Locks are taken late: the enrollments, their steps and the plan of every
-    event are read and made without locks, and only before the first write
-    are the enrollments locked (ascending ids) and what the plan read checked
-    again (`ingest_rows.lock_and_read_marks`: each enrollment's state and
-    version, each step's state, and the set of enrollments and steps). If
-    anything changed meanwhile, nothing has been written yet, and the whole
-    batch is planned again with the locks held
-    (`_ingest_planned(lock_first=True)`; when only steps changed, on the
-    enrollments already read and now locked: the steps and the stored events
-    are read again, not the enrollments). Each enrollment's event sequence
+    event are read and made without locks; the new events are inserted (an
+    INSERT of new rows waits for no lock of ours), and only then are the
+    enrollments locked (ascending ids) and what the plan read checked again
+    (`ingest_rows.lock_and_read_marks`: each enrollment's state and version,
+    each step's state, and the set of enrollments and steps; and whether
+    another request stored one of the event ids meanwhile). If anything
+    changed, nothing but the events has been written, and the whole batch is
+    planned again with the locks held (`_ingest_planned(lock_first=True)`;
+    when only steps changed, on the enrollments already read and now locked:
+    the steps and the stored events are read again, not the enrollments); an
+    event row the new plan decides otherwise (disposition, matched,
+    participant) is corrected in one UPDATE. Each enrollment's event sequence
     and last event time are taken as they are under the lock, not compared:
     every concurrent event moves them, and no decision of the plan rests on
     them (the outbox sequence numbers are assigned when writing, after the
-    lock; the last event time only moves forward). Concurrent batches for the same
-    participants wait on one another only for their writes, not for their
-    planning (docs/performance.md, "Partner event ingest").
+    lock; the last event time only moves forward). Concurrent batches for
+    the same participants wait on one another only for their step, audit,
+    outbox and enrollment writes, not for their planning or their events
+    (docs/performance.md, "Partner event ingest").
 
     Statements: the enrollments of every reference, the stored duplicates,
     the participants without an enrollment and the steps (one query each);
-    then the locks and the check (two); then one INSERT of the events, one
-    UPDATE of the completed steps, one INSERT of their audit rows, one of
-    their outbox rows, and one UPDATE of the enrollments (sequence and last
-    event time). Only an event whose completion may advance a stage (or
-    closes an overdue step) takes the per-event path, after flushing what
-    came before it. A database error (say a concurrent request storing the
-    same event id) rolls the whole call back and raises; the caller may retry
-    item by item.
+    one INSERT of the events; the locks and the check (two); then one UPDATE
+    of the completed steps, one INSERT of their audit rows, one of their
+    outbox rows, and one UPDATE of the enrollments (sequence and last event
+    time). Only an event whose completion may advance a stage (or closes an
+    overdue step) takes the per-event path, after flushing what came before
+    it. A database error rolls the whole call back and raises; the caller may
+    retry item by item.
     """
     actor = as_actor(actor)
     organization_id = getattr(organization, "pk", organization)
@@ -357,7 +360,12 @@ def events_ingest_many(
     with transaction.atomic():
         outcomes = _ingest_planned(*args, lock_first=False)
         if isinstance(outcomes, _Changed):  # between planning and locking; locks held
-            outcomes = _ingest_planned(*args, lock_first=True, enrollments=outcomes.enrollments)
+            outcomes = _ingest_planned(
+                *args,
+                lock_first=True,
+                enrollments=outcomes.enrollments,
+                inserted=outcomes.inserted,
+            )
     for index, outcome in zip(valid, outcomes, strict=True):
         results[index] = outcome
     return results
@@ -368,20 +376,33 @@ class _Changed:
     """What `_ingest_planned` returns when the rows its plan read changed
     before it locked them (nothing written, the locks held): the enrollments
     as read, to plan on again, when only their steps changed (their state,
-    version and membership did not, and their counters are now as locked);
-    None when the enrollments must be read again."""
+    version and membership did not, and their counters are now as locked),
+    or None when the enrollments must be read again; and the events it
+    inserted before locking, whose rows the next plan corrects."""
 
     enrollments: dict[str, list[Enrollment]] | None
+    inserted: dict[str, ParticipantEvent]  # by event id: inserted before the locks
 
 
 def _ingest_planned(
-    organization_id, items, actor, source, program_ids, *, lock_first, enrollments=None
+    organization_id,
+    items,
+    actor,
+    source,
+    program_ids,
+    *,
+    lock_first,
+    enrollments=None,
+    inserted=None,
 ):
     """events_ingest_many's work for valid items: a result per item, or
-    `_Changed` (nothing written) when `lock_first` is False and the rows the
-    plan read changed before the locks were taken. `enrollments`: reuse these
-    (read, then locked, by a previous call in this transaction) instead of
-    reading them again."""
+    `_Changed` when `lock_first` is False and the rows the plan read changed
+    before the locks were taken (nothing written but the events, which need
+    no lock: their rows are corrected by the next plan). `enrollments`: reuse
+    these (read, then locked, by a previous call in this transaction)
+    instead of reading them again; `inserted`: the events that call stored,
+    by event id."""
+    inserted = inserted or {}
     results: list = [None] * len(items)
     refs = {item.external_ref for item in items}
     if enrollments is None:
@@ -391,9 +412,15 @@ def _ingest_planned(
     else:
         enrollments_by_ref = enrollments
     enrollments = [e for rows in enrollments_by_ref.values() for e in rows]
-    stored = ingest_rows.stored_events(organization_id, {item.event_id for item in items})
+    stored = ingest_rows.stored_events(
+        organization_id, {item.event_id for item in items} - set(inserted)
+    )
     participants = {ref: rows[0].participant for ref, rows in enrollments_by_ref.items()}
-    missing = {item.external_ref for item in items if item.event_id not in stored}
+    missing = {
+        item.external_ref
+        for item in items
+        if item.event_id not in stored or item.event_id in inserted
+    }
     missing -= set(participants)
     if missing:
         for participant in Participant.objects.filter(
@@ -414,29 +441,35 @@ def _ingest_planned(
         nonlocal read_marks, changed
         if read_marks is None:
             return True
+        # before the locks: an INSERT of new rows waits for no one
+        none_stored_meanwhile = batch.insert_events(strict=False)
         locked = ingest_rows.lock_and_read_marks(organization_id, refs, program_ids)
         planned_on, read_marks = read_marks, None
-        if locked is None:  # SQLite: nothing changed
-            return True
+        if locked is None:  # SQLite: one snapshot; only the events can tell
+            if none_stored_meanwhile:
+                return True
+            changed = _Changed(None, batch.inserted)
+            return False
+        unchanged = none_stored_meanwhile and locked.marks == planned_on
         same_enrollments = locked.marks[0] == planned_on[0]
         if same_enrollments:
-            planning_again = locked.marks[1] != planned_on[1]
             for enrollment in enrollments:
                 sequence, last_event_at = locked.counters[enrollment.pk]
                 enrollment.event_sequence = sequence
                 # planning again starts from the locked time; else the later one counts
-                if planning_again or _later(last_event_at, enrollment.last_event_at):
+                if not unchanged or _later(last_event_at, enrollment.last_event_at):
                     enrollment.last_event_at = last_event_at
-        if locked.marks == planned_on:
+        if unchanged:
             return True
-        changed = _Changed(enrollments_by_ref if same_enrollments else None)
+        changed = _Changed(enrollments_by_ref if same_enrollments else None, batch.inserted)
         return False
 
     batch = _Batch(actor)
     first_of: dict[str, int] = {}
     duplicates: list[tuple[int, int]] = []
+    corrected: list[ParticipantEvent] = []  # inserted before, planned differently now
     for index, item in enumerate(items):
-        if item.event_id in stored:
+        if item.event_id in stored and item.event_id not in inserted:
             results[index] = IngestResult(event=stored[item.event_id], created=False)
             continue
         if item.event_id in first_of:
@@ -455,20 +488,25 @@ def _ingest_planned(
             source,
             plan,
         )
+        earlier = inserted.get(item.event_id)
+        if earlier is not None:
+            _becomes_row_of(event, earlier, corrected)
         if plan.matches and _needs_event_path(plan, steps):
             if not locked_and_unchanged():
                 return changed
             batch.flush()
-            if not ingest_rows.insert_new_events([event]):
+            if earlier is None and not ingest_rows.insert_new_events([event]):
                 raise IntegrityError(f"event {event.event_id} was stored concurrently")
             results[index] = _apply_plan(event, plan, actor, write_last_event=True)
             # an auto-advance may have closed or created steps of these enrollments
             steps.update(ingest_rows.steps_by_enrollment(plan.enrollments))
             continue
-        batch.add(index, event, plan)
+        batch.add(index, event, plan, stored=earlier is not None)
     if not locked_and_unchanged():
         return changed
     batch.flush()
+    if corrected:
+        ingest_rows.update_rows(ParticipantEvent, corrected, _PLANNED_EVENT_FIELDS)
     for index, event, disposition in batch.unmatched:
         results[index] = _unmatched(event, actor, disposition)
     for index, result in batch.results.items():
@@ -476,6 +514,22 @@ def _ingest_planned(
     for index, first in duplicates:
         results[index] = IngestResult(event=results[first].event, created=False)
     return results
+
+
+# what a plan decides of an event row; the rest is the event as sent
+_PLANNED_EVENT_FIELDS = ["participant", "matched", "disposition", "applied_at"]
+
+
+def _becomes_row_of(event: ParticipantEvent, earlier: ParticipantEvent, corrected: list) -> None:
+    """`event`, planned again, is the row `earlier` already inserted: take its
+    id and receipt time, and queue the row for correction if the plan now
+    decides otherwise."""
+    event.pk, event.received_at = earlier.pk, earlier.received_at
+    if any(
+        getattr(event, name) != getattr(earlier, name)
+        for name in ("participant_id", "matched", "disposition")
+    ):
+        corrected.append(event)
 
 
 def _later(when: datetime | None, than: datetime | None) -> bool:
@@ -527,6 +581,7 @@ class _Batch:
         self.results: dict[int, IngestResult] = {}
         self.unmatched: list[tuple[int, ParticipantEvent, str]] = []
         self.pending_results: list[tuple[int, ParticipantEvent, list]] = []
+        self.inserted: dict[str, ParticipantEvent] = {}
 
     def add(self, index: int, event: ParticipantEvent, plan: _Plan, *, stored=False) -> None:
         if not stored:
@@ -556,10 +611,7 @@ class _Batch:
     def flush(self) -> None:
         if not (self.events or self.touched or self.pending_results):
             return
-        if self.events:
-            inserted = ingest_rows.insert_new_events(self.events)
-            if len(inserted) != len(self.events):
-                raise IntegrityError("events of this batch were stored concurrently")
+        self.insert_events()
         if self.closes:
             self._write_closes()
         if self.touched:
@@ -570,6 +622,21 @@ class _Batch:
             self.results[index] = IngestResult(event=event, created=True, matched_steps=matched)
         self.events, self.closes, self.pending_results = [], [], []
         self.touched = {}
+
+    def insert_events(self, *, strict: bool = True) -> bool:
+        """INSERT the events added so far (their other writes wait for flush).
+
+        An event another transaction stored meanwhile raises IntegrityError,
+        or, not `strict`, makes this return False (the rest are inserted)."""
+        if not self.events:
+            return True
+        inserted = ingest_rows.insert_new_events(self.events)
+        if len(inserted) != len(self.events) and strict:
+            raise IntegrityError("events of this batch were stored concurrently")
+        self.inserted.update((e.event_id, e) for e in self.events if e.event_id in inserted)
+        complete = len(inserted) == len(self.events)
+        self.events = []
+        return complete
 
     def _write_closes(self) -> None:
         from participants.services.common import enrollment_payload

@@ -1,6 +1,6 @@
 """Event ingestion never plans on rows another transaction has changed.
 
-Batch ingest plans without locks and locks only before writing
+Batch ingest plans without locks, inserts its events and then locks
 (participants.services.events.events_ingest_many): a change committed by
 another connection between the planning and the locks is noticed, and the
 batch plans again under the locks. A single event that waits for an
@@ -69,16 +69,22 @@ def _in_another_connection(change):
 
 @pytest.fixture
 def before_locks(monkeypatch):
-    """Run a change (once) in another connection just before the batch locks."""
+    """Run a change (once) in another connection after the batch has planned,
+    before its first write (the events, inserted just before the locks)."""
     changes = []
-    real = ingest_rows.lock_and_read_marks
 
-    def lock_and_read_marks(*args, **kwargs):
+    def run_changes():
         while changes:
             _in_another_connection(changes.pop())
-        return real(*args, **kwargs)
 
-    monkeypatch.setattr(ingest_rows, "lock_and_read_marks", lock_and_read_marks)
+    for name in ("insert_new_events", "lock_and_read_marks"):
+        real = getattr(ingest_rows, name)
+
+        def after_changes(*args, real=real, **kwargs):
+            run_changes()
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(ingest_rows, name, after_changes)
     return changes.append
 
 
@@ -100,6 +106,12 @@ def test_a_step_completed_meanwhile_is_not_completed_again(org, program, before_
         EventDisposition.DEFERRED,
     ]
     assert results[0].matched_steps == []
+    stored = ParticipantEvent.objects.get(event_id="late-1")
+    assert (stored.disposition, stored.matched, stored.applied_at) == (
+        EventDisposition.REDUNDANT,
+        False,
+        None,
+    )
     step.refresh_from_db()
     assert (step.state, step.completed_via) == (StepState.COMPLETED, "coordinator")
     completions = OutboxEvent.objects.filter(
@@ -125,6 +137,8 @@ def test_an_enrollment_withdrawn_meanwhile_is_not_worked_on(org, program, before
     )
     # then the event is stored as matching nothing, and the withdrawn enrollment is untouched
     assert results[0].event.disposition == EventDisposition.UNMATCHED
+    stored = ParticipantEvent.objects.get(event_id="after-withdrawal")
+    assert (stored.disposition, stored.matched) == (EventDisposition.UNMATCHED, False)
     enrollment = Enrollment.objects.get(pk=enrollment.pk)
     assert (enrollment.state, enrollment.last_event_at) == ("withdrawn", None)
     step = StepInstance.objects.get(enrollment=enrollment, step_key="eligibility_review")
