@@ -49,6 +49,18 @@ def _enrolled(org, program, ref):
     return enrollment_open(participant=participant, program=program, actor=SYSTEM)[0]
 
 
+def _single_event(org, event_id, event_type, ref, occurred_at=OCCURRED):
+    return event_ingest(
+        organization=org.pk,
+        event_id=event_id,
+        event_type=event_type,
+        external_ref=ref,
+        occurred_at=occurred_at,
+        data={},
+        actor=PARTNER,
+    )
+
+
 def _in_another_connection(change):
     """Run `change` in its own thread (its own connection) and wait for its commit."""
     failures = []
@@ -156,17 +168,7 @@ def test_sequence_numbers_stay_gapless_when_another_event_lands_meanwhile(
             enrollment_id=enrollment.pk, transition=transition, actor=SYSTEM
         )
     # when a single event completes one step between the batch's planning and locks
-    before_locks(
-        lambda: event_ingest(
-            organization=org.pk,
-            event_id="single-1",
-            event_type="device.shipped",
-            external_ref="S-1",
-            occurred_at=OCCURRED,
-            data={},
-            actor=PARTNER,
-        )
-    )
+    before_locks(lambda: _single_event(org, "single-1", "device.shipped", "S-1"))
     results = events_ingest_many(
         organization=org,
         items=[
@@ -203,15 +205,7 @@ def test_a_newer_event_and_an_outbox_event_meanwhile_are_built_on(
     def newer_event_and_notice():
         # a newer event that no open step expects (it moves only the last event
         # time), and an outbox event of the enrollment (it moves only its sequence)
-        event_ingest(
-            organization=org.pk,
-            event_id="newer",
-            event_type="device.synced",
-            external_ref="N-1",
-            occurred_at=later,
-            data={},
-            actor=PARTNER,
-        )
+        _single_event(org, "newer", "device.synced", "N-1", later)
         with transaction.atomic():
             locked = Enrollment.objects.select_for_update().get(pk=enrollment.pk)
             emit(locked, noted, {})
@@ -298,17 +292,7 @@ def test_a_single_event_waiting_on_a_completion_sees_it(org, program):
 
     def partner():
         try:
-            results.append(
-                event_ingest(
-                    organization=org.pk,
-                    event_id="waits",
-                    event_type="eligibility.screened",
-                    external_ref="W-1",
-                    occurred_at=OCCURRED,
-                    data={},
-                    actor=PARTNER,
-                )
-            )
+            results.append(_single_event(org, "waits", "eligibility.screened", "W-1"))
         except Exception as exc:
             failures.append(exc)
         finally:
