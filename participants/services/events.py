@@ -374,11 +374,11 @@ def events_ingest_many(
 @dataclass(frozen=True)
 class _Changed:
     """What `_ingest_planned` returns when the rows its plan read changed
-    before it locked them (nothing written, the locks held): the enrollments
-    as read, to plan on again, when only their steps changed (their state,
-    version and membership did not, and their counters are now as locked),
-    or None when the enrollments must be read again; and the events it
-    inserted before locking, whose rows the next plan corrects."""
+    before it locked them (nothing written but the events; the locks held):
+    the enrollments as read, to plan on again, when only their steps changed
+    (their state, version and membership did not, and their counters are now
+    as locked), or None when the enrollments must be read again; and the
+    events it inserted before locking, whose rows the next plan corrects."""
 
     enrollments: dict[str, list[Enrollment]] | None
     inserted: dict[str, ParticipantEvent]  # by event id: inserted before the locks
@@ -412,15 +412,12 @@ def _ingest_planned(
     else:
         enrollments_by_ref = enrollments
     enrollments = [e for rows in enrollments_by_ref.values() for e in rows]
+    # stored by others: this transaction's own rows are planned again, not answered
     stored = ingest_rows.stored_events(
         organization_id, {item.event_id for item in items} - set(inserted)
     )
     participants = {ref: rows[0].participant for ref, rows in enrollments_by_ref.items()}
-    missing = {
-        item.external_ref
-        for item in items
-        if item.event_id not in stored or item.event_id in inserted
-    }
+    missing = {item.external_ref for item in items if item.event_id not in stored}
     missing -= set(participants)
     if missing:
         for participant in Participant.objects.filter(
@@ -469,7 +466,7 @@ def _ingest_planned(
     duplicates: list[tuple[int, int]] = []
     corrected: list[ParticipantEvent] = []  # inserted before, planned differently now
     for index, item in enumerate(items):
-        if item.event_id in stored and item.event_id not in inserted:
+        if item.event_id in stored:
             results[index] = IngestResult(event=stored[item.event_id], created=False)
             continue
         if item.event_id in first_of:
