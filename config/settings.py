@@ -135,6 +135,16 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
 elif _db["ENGINE"] == "django.db.backends.postgresql":
     _db["CONN_MAX_AGE"] = 0  # the pool owns connection reuse; the two cannot combine
     _db.setdefault("OPTIONS", {})
+    # Prepared statements: PostgreSQL plans a statement on every execution
+    # unless it is prepared, and for the hot partner API paths planning cost
+    # more than executing (docs/performance.md, "Prepared statements").
+    # Django turns them off by default for transaction-mode poolers
+    # (PgBouncer before 1.21): set DB_PREPARED_STATEMENTS=false behind one.
+    # Preparing needs server-side parameter binding; psycopg prepares a
+    # statement on a connection after its fifth execution there.
+    if env.bool("DB_PREPARED_STATEMENTS", default=True):
+        _db["OPTIONS"]["server_side_binding"] = True
+        _db["OPTIONS"]["prepare_threshold"] = env.int("DB_PREPARE_THRESHOLD", default=5)
     # qcluster forks its workers after Django starts: a pool opened in the
     # parent would be shared by the children, so workers default to no pool.
     _is_qcluster = len(sys.argv) > 1 and sys.argv[1] == "qcluster"

@@ -20,8 +20,13 @@ from programs.models import TIMEZONE_CHOICES, Organization, Program, ProgramVers
 class Participant(models.Model):
     """A person in a program, known to Baton only by an opaque reference."""
 
+    # No index of its own: uniq_participant_ref (organization, external_ref)
+    # leads with it, so this one only cost an entry per insert, and on a
+    # table whose statistics lagged a bulk import the planner preferred it
+    # for the reference lookup every partner event starts with (every
+    # participant of the organization read, then filtered by reference).
     organization = models.ForeignKey(
-        Organization, on_delete=models.PROTECT, related_name="participants"
+        Organization, on_delete=models.PROTECT, related_name="participants", db_index=False
     )
     external_ref = models.CharField(
         max_length=200,
