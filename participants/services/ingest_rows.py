@@ -334,15 +334,29 @@ def update_rows(model, objs, field_names) -> None:
     """Write these fields of these rows in one statement. PostgreSQL: an
     UPDATE joined to one array per column (unnest), whose cost grows with the
     rows; bulk_update's CASE WHEN per row and column grows with their square.
-    Elsewhere: bulk_update."""
+    Elsewhere: bulk_update. One row, anywhere: a plain UPDATE by key."""
     connection = transaction.get_connection()
-    if connection.vendor != "postgresql":
-        model.objects.bulk_update(objs, field_names)
-        return
     quote = connection.ops.quote_name
     meta = model._meta
     fields = [meta.get_field(name) for name in field_names]
     pk = meta.pk
+    if len(objs) == 1:
+        # One row (a single event's enrollment or step): a plain UPDATE by
+        # key. PostgreSQL planned the array form anew on every execution,
+        # prepared or not (its parameter types follow the values).
+        (obj,) = objs
+        sql = (
+            f"UPDATE {quote(meta.db_table)} SET "  # noqa: S608
+            + ", ".join(f"{quote(f.column)} = %s" for f in fields)
+            + f" WHERE {quote(pk.column)} = %s"
+        )
+        params = [f.get_db_prep_save(getattr(obj, f.attname), connection) for f in fields]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*params, obj.pk])
+        return
+    if connection.vendor != "postgresql":
+        model.objects.bulk_update(objs, field_names)
+        return
     arrays = [([obj.pk for obj in objs], f"{pk.db_type(connection)}[]")]
     for f in fields:
         arrays.append(
