@@ -200,6 +200,8 @@ def test_webhook_interest_follows_enabled_endpoints_subscriptions(org, other_org
     # then only the subscribed type of org is wanted
     wanted = webhook_interest({org.pk, other_org.pk}, {OPENED, OVERDUE})
     assert wanted == {(org.pk, OVERDUE)}
+    assert webhook_interest({org.pk}, {OPENED, OVERDUE}) == {(org.pk, OVERDUE)}
+    assert webhook_interest({other_org.pk}, {OPENED, OVERDUE}) == set()
 
     # and an endpoint with no filter wants every type
     endpoint(other_org, [])
