@@ -305,9 +305,16 @@ class OpsException(FSMModelMixin, models.Model):
     # No single-column indexes on the foreign keys and `kind`: composite
     # indexes below lead with organization, program and assignee, and kind
     # is read only together with them. Every index is paid for on each of
-    # the many items the sweep and ingestion open.
+    # the many items the sweep and ingestion open. No database constraint on
+    # organization and program either (the ORM's PROTECT still applies):
+    # checked at commit, they cost the sweep a KEY SHARE lookup of the same
+    # two rows per item, 18% of its time (docs/performance.md).
     organization = models.ForeignKey(
-        Organization, on_delete=models.PROTECT, related_name="exceptions", db_index=False
+        Organization,
+        on_delete=models.PROTECT,
+        related_name="exceptions",
+        db_index=False,
+        db_constraint=False,
     )
     program = models.ForeignKey(
         Program,
@@ -316,6 +323,7 @@ class OpsException(FSMModelMixin, models.Model):
         on_delete=models.PROTECT,
         related_name="exceptions",
         db_index=False,
+        db_constraint=False,
     )
     kind = models.CharField(max_length=40)
     severity = models.CharField(max_length=10, choices=Severity.choices, default=Severity.MEDIUM)
