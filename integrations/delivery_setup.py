@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import transaction
 from django.urls import NoReverseMatch, reverse
 
+from integrations.rows import one_of
 from programs.registries import (
     register_exception_kind,
     register_retry_action,
@@ -74,17 +75,12 @@ def _enabled_endpoint_patterns(organization_ids: list) -> list[tuple[int, list]]
         return []
     connection = transaction.get_connection()
     quote = connection.ops.quote_name
-    if len(organization_ids) == 1:
-        condition, params = "= %s", organization_ids
-    elif connection.vendor == "postgresql":
-        condition, params = "= ANY(%s)", [organization_ids]
-    else:
-        condition, params = f"IN ({', '.join(['%s'] * len(organization_ids))})", organization_ids
+    condition, params = one_of(connection, quote("organization_id"), organization_ids)
     patterns = WebhookEndpoint._meta.get_field("event_types")
     sql = (
         f"SELECT {quote('organization_id')}, {quote('event_types')} "  # noqa: S608
         f"FROM {quote(WebhookEndpoint._meta.db_table)} "
-        f"WHERE {quote('organization_id')} {condition} AND {quote('enabled')} = %s"
+        f"WHERE {condition} AND {quote('enabled')} = %s"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, True])

@@ -628,10 +628,10 @@ class _Batch:
         if not self.events:
             return True
         inserted = ingest_rows.insert_new_events(self.events)
-        if len(inserted) != len(self.events) and strict:
+        complete = len(inserted) == len(self.events)
+        if not complete and strict:
             raise IntegrityError("events of this batch were stored concurrently")
         self.inserted.update((e.event_id, e) for e in self.events if e.event_id in inserted)
-        complete = len(inserted) == len(self.events)
         self.events = []
         return complete
 

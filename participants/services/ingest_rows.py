@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from django.db import transaction
 
-from integrations.rows import columns, set_related
+from integrations.rows import columns, one_of, set_related
 from participants.models import (
     NON_TERMINAL_STATES,
     Enrollment,
@@ -32,22 +32,6 @@ from participants.models import (
     StepInstance,
 )
 from programs.models import Program, ProgramVersion
-
-
-def _one_of(connection, column_sql: str, values: list) -> tuple[str, list]:
-    """`column IN (...)` as SQL and params: one array on PostgreSQL.
-
-    One value is `column = %s`: with equality on every column of a unique
-    index the planner looks up one row whatever its statistics say, where
-    `= ANY(array)` on the index's second column became, on a freshly
-    imported table without statistics, a scan of the organization's
-    participants filtered by reference (0.44 ms instead of 0.14 ms for the
-    single event's first read; docs/performance.md)."""
-    if len(values) == 1:
-        return f"{column_sql} = %s", list(values)
-    if connection.vendor == "postgresql":
-        return f"{column_sql} = ANY(%s)", [values]
-    return f"{column_sql} IN ({', '.join(['%s'] * len(values))})", list(values)
 
 
 def read_enrollments(organization_id, refs, program_ids, *, lock=True):
@@ -145,7 +129,7 @@ def _enrollments_where(connection, organization_id, refs, program_ids) -> tuple[
         (f"e.{quote('program_id')}", program_ids),
     ):
         if values is not None:
-            condition, values_params = _one_of(connection, column_sql, values)
+            condition, values_params = one_of(connection, column_sql, values)
             conditions.append(condition)
             params += values_params
     return " AND ".join(conditions), params
@@ -195,7 +179,7 @@ def lock_and_read_marks(organization_id, refs, program_ids) -> LockedRead | None
         counters = {row[0]: (row[3], row[4]) for row in rows}
         steps = {}
         if enrollments:
-            condition, step_params = _one_of(connection, quote("enrollment_id"), list(enrollments))
+            condition, step_params = one_of(connection, quote("enrollment_id"), list(enrollments))
             cursor.execute(
                 f"SELECT {quote('id')}, {quote('enrollment_id')}, {quote('state')} "  # noqa: S608
                 f"FROM {quote(StepInstance._meta.db_table)} WHERE {condition}",
@@ -213,7 +197,7 @@ def _attach_versions(connection, enrollments) -> None:
     quote = connection.ops.quote_name
     program_cols = columns(Program, "g", connection.alias)
     version_cols = columns(ProgramVersion, "v", connection.alias)
-    condition, params = _one_of(connection, f"v.{quote('id')}", version_ids)
+    condition, params = one_of(connection, f"v.{quote('id')}", version_ids)
     sql = (
         f"SELECT {version_cols.sql}, {program_cols.sql} "  # noqa: S608
         f"FROM {quote(ProgramVersion._meta.db_table)} v "
@@ -243,7 +227,7 @@ def steps_by_enrollment(enrollments) -> dict[int, list[StepInstance]]:
     connection = transaction.get_connection()
     quote = connection.ops.quote_name
     step_cols = columns(StepInstance, "s", connection.alias)
-    condition, params = _one_of(connection, f"s.{quote('enrollment_id')}", list(steps))
+    condition, params = one_of(connection, f"s.{quote('enrollment_id')}", list(steps))
     sql = (
         f"SELECT {step_cols.sql} FROM {quote(StepInstance._meta.db_table)} s "  # noqa: S608
         f"WHERE {condition} ORDER BY s.{quote('enrollment_id')}, s.{quote('id')}"
@@ -386,7 +370,7 @@ def stored_events(organization_id, event_ids) -> dict[str, ParticipantEvent]:
         return {}
     connection = transaction.get_connection()
     quote = connection.ops.quote_name
-    condition, params = _one_of(connection, quote("event_id"), event_ids)
+    condition, params = one_of(connection, quote("event_id"), event_ids)
     sql = (
         f"SELECT {quote('event_id')} FROM {quote(ParticipantEvent._meta.db_table)} "  # noqa: S608
         f"WHERE {quote('organization_id')} = %s AND {condition}"
