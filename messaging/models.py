@@ -43,7 +43,10 @@ class MessageTemplate(models.Model):
     """
 
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
-    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="message_templates")
+    # no index of its own: uniq_message_template_version (program, key, ...) leads with it
+    program = models.ForeignKey(
+        Program, on_delete=models.PROTECT, related_name="message_templates", db_index=False
+    )
     key = models.SlugField(max_length=63, help_text="Referenced by message steps, e.g. invitation.")
     channel = models.CharField(max_length=10, choices=Channel.choices)
     locale = models.CharField(max_length=16, default="en", help_text="BCP 47, e.g. en or es-US.")
@@ -184,8 +187,13 @@ class Message(FSMModelMixin, models.Model):
     through messaging.services, with an audit row and an outbox event.
     """
 
-    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
-    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="messages")
+    # no indexes of their own: msg_cap_idx and msg_admin_idx lead with them
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    program = models.ForeignKey(
+        Program, on_delete=models.PROTECT, related_name="messages", db_index=False
+    )
     enrollment_id = models.BigIntegerField(db_index=True, help_text="participants.Enrollment id.")
     step_instance_id = models.BigIntegerField(
         null=True, blank=True, db_index=True, help_text="participants.StepInstance id, if any."
@@ -334,7 +342,10 @@ class OptOut(models.Model):
     """A participant opted out of a channel (e.g. replied STOP). Messages on that
     channel are suppressed from then on, at scheduling and again at dispatch."""
 
-    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
+    # no index of its own: uniq_optout (organization, participant_ref, channel) leads with it
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     participant_ref = models.CharField(max_length=200)
     channel = models.CharField(max_length=10, choices=Channel.choices)
     source = models.CharField(max_length=200, blank=True, help_text="Connector or person.")
@@ -365,7 +376,10 @@ class ChannelConnector(models.Model):
     during a rotation.
     """
 
-    organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
+    # no index of its own: uniq_connector_slug (organization, slug) leads with it
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     slug = models.SlugField(max_length=50)
     name = models.CharField(max_length=200)
     kind = models.CharField(max_length=40, help_text="console, webhook, or a registered kind.")

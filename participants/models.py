@@ -227,7 +227,10 @@ class StepInstance(models.Model):
     mark thousands set-based; the services enforce the allowed moves.
     """
 
-    enrollment = models.ForeignKey(Enrollment, on_delete=models.CASCADE, related_name="steps")
+    # no index of its own: uniq_step_instance (enrollment, step_key) leads with it
+    enrollment = models.ForeignKey(
+        Enrollment, on_delete=models.CASCADE, related_name="steps", db_index=False
+    )
     stage_key = models.CharField(max_length=63)
     stage_state = models.CharField(
         max_length=20, choices=EnrollmentState.choices, help_text="State the stage belongs to."
@@ -302,17 +305,25 @@ class ParticipantEvent(models.Model):
     """A partner event about a participant, stored whatever happens to it."""
 
     # No database-level foreign key, as on integrations' OutboxEvent (why: there).
+    # Neither it nor participant has an index of its own: the unique event id
+    # and the indexes in Meta lead with them (one fewer index write per event).
     organization = models.ForeignKey(
         Organization,
         on_delete=models.PROTECT,
         related_name="participant_events",
         db_constraint=False,
+        db_index=False,
     )
     event_id = models.CharField(max_length=200, help_text="The sender's id; dedup per org.")
     event_type = models.CharField(max_length=100, db_index=True)
     external_ref = models.CharField(max_length=200)
     participant = models.ForeignKey(
-        Participant, null=True, blank=True, on_delete=models.PROTECT, related_name="events"
+        Participant,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="events",
+        db_index=False,
     )
     occurred_at = models.DateTimeField()
     received_at = models.DateTimeField(default=timezone.now)
@@ -352,7 +363,10 @@ class ProgramMetricsSnapshot(models.Model):
     """
 
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
-    program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="metrics")
+    # no index of its own: uniq_program_metrics_day (program, day) leads with it
+    program = models.ForeignKey(
+        Program, on_delete=models.CASCADE, related_name="metrics", db_index=False
+    )
     day = models.DateField(help_text="UTC calendar day the figures cover.")
     active_participants = models.PositiveIntegerField(
         default=0, help_text="Non-terminal enrollments at the end of the day."

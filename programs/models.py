@@ -44,8 +44,12 @@ class Role(models.TextChoices):
 class Membership(models.Model):
     """A user's role within one organization. Scoping everywhere reads these."""
 
+    # no index of its own: uniq_membership (user, organization) leads with it
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="memberships",
+        db_index=False,
     )
     organization = models.ForeignKey(
         Organization, on_delete=models.CASCADE, related_name="memberships"
@@ -70,8 +74,9 @@ class ProgramState(models.TextChoices):
 
 
 class Program(FSMModelMixin, models.Model):
+    # no index of its own: uniq_program_slug (organization, slug) leads with it
     organization = models.ForeignKey(
-        Organization, on_delete=models.PROTECT, related_name="programs"
+        Organization, on_delete=models.PROTECT, related_name="programs", db_index=False
     )
     slug = models.SlugField()
     name = models.CharField(max_length=200)
@@ -138,7 +143,10 @@ class ProgramVersion(models.Model):
     one never changes a journey already under way.
     """
 
-    program = models.ForeignKey(Program, on_delete=models.PROTECT, related_name="versions")
+    # no index of its own: uniq_program_version (program, number) leads with it
+    program = models.ForeignKey(
+        Program, on_delete=models.PROTECT, related_name="versions", db_index=False
+    )
     number = models.PositiveIntegerField()
     definition = models.JSONField(help_text="Stages, steps, SLAs and escalations (see docs).")
     checksum = models.CharField(max_length=64, editable=False)

@@ -86,8 +86,9 @@ class IdempotencyRecord(models.Model):
 
     # No database-level foreign key, as on OutboxEvent (why: there); a key
     # deleted through the ORM takes its records with it (CASCADE).
+    # No index of its own either: uniq_idempotency_key (api_client, key) leads with it.
     api_client = models.ForeignKey(
-        ApiClient, on_delete=models.CASCADE, related_name="+", db_constraint=False
+        ApiClient, on_delete=models.CASCADE, related_name="+", db_constraint=False, db_index=False
     )
     key = models.CharField(max_length=255)
     fingerprint = models.CharField(max_length=64)
@@ -115,7 +116,10 @@ class ProgramPhiAllowance(models.Model):
     matches any array index. Only for fields a compliance review approved.
     """
 
-    program = models.ForeignKey(Program, on_delete=models.CASCADE, related_name="phi_allowances")
+    # no index of its own: uniq_phi_allowance (program, json_path) leads with it
+    program = models.ForeignKey(
+        Program, on_delete=models.CASCADE, related_name="phi_allowances", db_index=False
+    )
     json_path = models.CharField(max_length=300, help_text="e.g. $.data.device.serial_number")
     reason = models.TextField(help_text="Why this field may carry an identifier (audited).")
     created_by = models.CharField(max_length=200, blank=True, editable=False)

@@ -28,8 +28,9 @@ class WebhookEndpoint(models.Model):
     stays valid until `previous_secret_expires_at` and both sign.
     """
 
+    # no index of its own: the (organization, enabled) index leads with it
     organization = models.ForeignKey(
-        Organization, on_delete=models.PROTECT, related_name="webhook_endpoints"
+        Organization, on_delete=models.PROTECT, related_name="webhook_endpoints", db_index=False
     )
     partner_name = models.CharField(max_length=200)
     url = models.URLField(max_length=2000, help_text="https:// URL receiving POSTed events.")
@@ -113,9 +114,13 @@ class Delivery(FSMModelMixin, models.Model):
     and signature."""
 
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
-    event = models.ForeignKey(OutboxEvent, on_delete=models.PROTECT, related_name="deliveries")
+    # no indexes of their own: uniq_delivery_event_endpoint (event, endpoint)
+    # and the (endpoint, state) index lead with them
+    event = models.ForeignKey(
+        OutboxEvent, on_delete=models.PROTECT, related_name="deliveries", db_index=False
+    )
     endpoint = models.ForeignKey(
-        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries", db_index=False
     )
     event_type = models.CharField(max_length=100)
     webhook_id = models.CharField(max_length=100)
