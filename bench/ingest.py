@@ -10,7 +10,11 @@ In one run, against one freshly migrated PostgreSQL database:
   matching under the enrollment row lock, audit and outbox rows;
 - `POST /api/v1/events/batch/` with batches of 500 (100 in --quick).
 Load: N concurrent clients (default 8), each a keep-alive HTTP connection.
-Prints events/s and p50/p99 latency, and the ratio single/bare.
+Prints events/s and p50/p99 latency, and the ratio single/bare. On Linux
+it also prints the CPU each phase spent per request, split between the
+gunicorn workers, the PostgreSQL backends and this load generator (from
+/proc): on a machine the phase keeps busy, the ratio is about the inverse
+ratio of those totals, which vary far less from run to run than rates.
 Targets: single >= 50% of bare, p99 <= 50 ms; batch >= 5,000 events/s.
 
     .venv/bin/python bench/ingest.py            # 15 s per phase
@@ -166,6 +170,34 @@ def stop(proc):
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds_by_group() -> dict[str, float] | None:
+    """CPU seconds (user + system) so far of every process on the machine,
+    summed into gunicorn / postgres / load generator; None without /proc."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return None
+    groups = {"gunicorn": 0.0, "postgres": 0.0, "load generator": 0.0}
+    own_pid = str(os.getpid())
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # the process ended meanwhile
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        seconds = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        if entry.name == own_pid:
+            groups["load generator"] += seconds
+        elif name in ("gunicorn", "postgres"):
+            groups[name] += seconds
+    return groups
+
+
 def run_load(url, make_body, headers_for, clients, seconds, expect):
     """N threads post for `seconds`; returns (requests, latencies, errors)."""
     latencies: list[float] = []
@@ -194,12 +226,25 @@ def run_load(url, make_body, headers_for, clients, seconds, expect):
             errors[0] += bad
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(clients)]
+    cpu_before = cpu_seconds_by_group()
     began = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return len(latencies), time.perf_counter() - began, latencies, errors[0]
+    elapsed = time.perf_counter() - began
+    cpu_after = cpu_seconds_by_group()
+    if cpu_before and cpu_after and latencies:
+        per_request = {
+            group: 1000 * (cpu_after[group] - cpu_before[group]) / len(latencies)
+            for group in cpu_before
+        }
+        print(
+            f"  {url}: CPU per request "
+            + ", ".join(f"{group} {ms:.2f} ms" for group, ms in per_request.items())
+            + f" (total {sum(per_request.values()):.2f} ms)"
+        )
+    return len(latencies), elapsed, latencies, errors[0]
 
 
 def pct(values, q):
