@@ -12,7 +12,7 @@ In one run, against one freshly migrated PostgreSQL database:
 Load: N concurrent clients (default 8), each a keep-alive HTTP connection.
 Prints events/s and p50/p99 latency, and the ratio single/bare. On Linux
 it also prints the CPU each phase spent per request, split between the
-gunicorn workers, the PostgreSQL backends and this load generator (from
+gunicorn workers, PostgreSQL's processes and this load generator (from
 /proc): on a machine the phase keeps busy, the ratio is about the inverse
 ratio of those totals, which vary far less from run to run than rates.
 Targets: single >= 50% of bare, p99 <= 50 ms; batch >= 5,000 events/s.
