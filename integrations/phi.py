@@ -255,11 +255,12 @@ _PAIR_KEYS: dict[tuple[str, str], str] = {
 _DATE_KEY_WORDS = frozenset({"birth", "dob", "death", "admission", "admit", "discharge", "dod"})
 
 _SPLIT = re.compile(r"[^A-Za-z0-9]+|(?<=[a-z0-9])(?=[A-Z])")
-_key_cache: dict[str, tuple[str | None, bool]] = {}
+_key_cache: dict[str, tuple[str | None, bool, str | None]] = {}
 
 
-def _classify_key(key: str) -> tuple[str | None, bool]:
-    """(kind or None, is_person_date_key), cached: keys repeat across payloads."""
+def _classify_key(key: str) -> tuple[str | None, bool, str | None]:
+    """(kind its name says or None, is_person_date_key, kind the key itself
+    carries as text or None), cached: keys repeat across payloads."""
     cached = _key_cache.get(key)
     if cached is not None:
         return cached
@@ -282,7 +283,9 @@ def _classify_key(key: str) -> tuple[str | None, bool]:
         is_date_key = False
         if kind == "date":
             kind = None
-    result = (kind, is_date_key)
+    # a key can itself be an identifier ({"jane@example.org": ...})
+    text_kind = classify_value(key) if kind is None and len(key) >= 6 else None
+    result = (kind, is_date_key, text_kind)
     if len(_key_cache) < 10_000:
         _key_cache[key] = result
     return result
@@ -375,10 +378,25 @@ def _is_ip(text: str) -> bool:
     return False
 
 
+# An exact timestamp, as every partner event's `occurred_at`: the only
+# identifier it can carry is its date, which the walk judges by the key it
+# sits under (a birth date's, say); none of the patterns below match one
+# (test_phi.py checks that over generated timestamps). Partner payloads are
+# full of them, and the patterns cost about 18 us a timestamp.
+_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}"
+    r"(?::[0-9]{2}(?:\.[0-9]{1,9})?)?(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?"
+)
+
+
 def classify_value(text: str) -> str | None:
     """The identifier kind a string value carries, or None."""
-    if len(text) < 6:
+    if len(text) < 6 or _TIMESTAMP.fullmatch(text):
         return None
+    return _classify_text(text)
+
+
+def _classify_text(text: str) -> str | None:
     if "@" in text and _EMAIL.search(text):
         return "email"
     if _DATA_IMAGE.match(text):
@@ -494,11 +512,10 @@ def phi_scan(data, *, allow=frozenset(), limit: int = 20) -> list[PhiFinding]:
                 child_path = _child_path(path, key)
                 if _allowed(child_path, allow):
                     continue
-                kind, is_date_key = _classify_key(key)
+                kind, is_date_key, text_kind = _classify_key(key)
                 if kind is None:
-                    key_kind = classify_value(key) if len(key) >= 6 else None
-                    if key_kind:
-                        findings.append(PhiFinding(child_path, key_kind, "key"))
+                    if text_kind:
+                        findings.append(PhiFinding(child_path, text_kind, "key"))
                         continue
                 elif child not in (None, "", [], {}, False):
                     # an empty value under a PHI-named key carries nothing

@@ -1,9 +1,13 @@
 """The PHI guard: all 18 Safe Harbor kinds, as keys or values, nested; opaque refs pass."""
 
 import logging
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from integrations import phi
 from integrations.phi import (
     phi_allowance_create,
     phi_allowance_delete,
@@ -115,10 +119,47 @@ def test_dates_are_phi_only_when_they_belong_to_the_person():
 def test_keys_themselves_that_carry_values_are_caught():
     # given: an identifier used as a map key
     payload = {"data": {"alice@example.org": {"score": 3}}}
-    # when
-    findings = phi_scan(payload)
+    # when: twice (the second time the key's verdict comes from the key cache)
+    first, second = phi_scan(payload), phi_scan(payload)
     # then
-    assert [(f.path, f.kind) for f in findings] == [("$.data['alice@example.org']", "email")]
+    expected = [("$.data['alice@example.org']", "email")]
+    assert [(f.path, f.kind) for f in first] == expected
+    assert [(f.path, f.kind) for f in second] == expected
+
+
+def test_a_timestamp_is_phi_when_it_belongs_to_the_person():
+    payload = {
+        "occurred_at": "2024-05-01T10:30:00Z",
+        "data": {
+            "patient": {"birth_date": "1962-03-14T00:00:00+02:00"},
+            "seen": "1962-03-14 08:15",
+        },
+    }
+    assert [(f.path, f.kind) for f in phi_scan(payload)] == [("$.data.patient.birth_date", "date")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.from_regex(phi._TIMESTAMP, fullmatch=True),
+        st.builds(
+            lambda moment, offset, spec, sep: moment.replace(tzinfo=offset).isoformat(
+                sep=sep, timespec=spec
+            ),
+            st.datetimes(min_value=datetime(1, 1, 1) + timedelta(days=1)),
+            st.sampled_from(
+                [None, UTC, timezone(timedelta(hours=-5)), timezone(timedelta(hours=9))]
+            ),
+            st.sampled_from(["minutes", "seconds", "milliseconds", "microseconds"]),
+            st.sampled_from(["T", " "]),
+        ),
+    )
+)
+def test_the_timestamp_shortcut_hides_no_finding(timestamp):
+    """classify_value returns None for an exact timestamp without trying the
+    patterns; the patterns, tried anyway, find nothing in one either."""
+    assert phi.classify_value(timestamp) is None
+    assert phi._classify_text(timestamp) is None
 
 
 def test_empty_values_under_phi_named_keys_carry_nothing():
