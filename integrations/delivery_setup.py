@@ -153,9 +153,20 @@ def setup() -> None:
         default_severity="high",
         description="A partner endpoint's circuit breaker opened, or it answered 410 Gone.",
     )
-    register_retry_action("delivery_dead", "Replay dead deliveries", replay_dead_for_exception)
     register_retry_action(
-        "endpoint_down", "Probe or re-enable endpoint", probe_endpoint_for_exception
+        "delivery_dead",
+        "Replay dead deliveries",
+        replay_dead_for_exception,
+        description="Sends this endpoint's dead deliveries of this event type again, with "
+        "their original webhook-id; the item resolves itself once the endpoint accepts them.",
+    )
+    register_retry_action(
+        "endpoint_down",
+        "Probe or re-enable endpoint",
+        probe_endpoint_for_exception,
+        description="Re-enables a disabled endpoint (its held deliveries go out again) or "
+        "probes an open circuit breaker now; the item resolves itself once the endpoint "
+        "answers.",
     )
     register_schedule(
         "integrations.webhooks_dispatch",

@@ -42,8 +42,20 @@ class MessagingConfig(AppConfig):
             default_severity="medium",
             description="A message failed or was undeliverable; resend it or switch channel.",
         )
-        register_retry_action("message_failed", "Resend", failures.retry_resend)
-        register_retry_action("message_failed", "Switch channel", failures.retry_switch_channel)
+        register_retry_action(
+            "message_failed",
+            "Resend",
+            failures.retry_resend,
+            description="Sends the message again on the same channel; "
+            "the item resolves itself once it is sent.",
+        )
+        register_retry_action(
+            "message_failed",
+            "Switch channel",
+            failures.retry_switch_channel,
+            description="Sends it on the participant's next channel that has a template "
+            "and no opt-out; the item resolves itself once it is sent.",
+        )
         register_schedule(
             "messaging.dispatch_due_messages",
             "messaging.tasks.dispatch_due_messages",

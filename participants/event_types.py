@@ -57,7 +57,13 @@ def register_all():
         default_severity="medium",
         description="A partner event named an unknown participant, or no step expected it.",
     )
-    register_retry_action("unmatched_event", "Apply stored events again", _retry_unmatched)
+    register_retry_action(
+        "unmatched_event",
+        "Apply stored events again",
+        _retry_unmatched,
+        description="Applies the participant's stored events of this type again, after a "
+        "referral or a stage change; the item resolves itself once every one matches.",
+    )
     register_schedule(
         "participants.sla_sweep",
         "participants.tasks.sla_sweep_task",

@@ -26,6 +26,7 @@ class RetryAction:
     kind: str
     label: str
     func: Callable  # func(exception, actor) -> str (a human outcome line)
+    description: str = ""  # what the button does, shown beside it in the console
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,12 @@ def exception_kind(key) -> ExceptionKind:
         raise ValueError(f"unknown exception kind {key!r}; registered kinds: {known}") from None
 
 
-def register_retry_action(kind, label, func):
-    """Offer `label` as a recovery action on items of `kind`."""
+def register_retry_action(kind, label, func, *, description=""):
+    """Offer `label` as a recovery action on items of `kind`; `description`
+    tells a coordinator what it does and when the item resolves itself."""
     actions = registry.retry_actions.setdefault(kind, [])
-    actions[:] = [a for a in actions if a.label != label] + [RetryAction(kind, label, func)]
+    action = RetryAction(kind, label, func, description)
+    actions[:] = [a for a in actions if a.label != label] + [action]
 
 
 def retry_actions_for(kind) -> list[RetryAction]:

@@ -215,12 +215,17 @@ def test_retry_runs_the_registered_action(client, org, coordinator):
         "console_test", registry.exception_kinds["manual"].__class__("console_test", "Test")
     )
     register_retry_action(
-        "console_test", "Send again", lambda e, actor: calls.append(e.pk) or "sent"
+        "console_test",
+        "Send again",
+        lambda e, actor: calls.append(e.pk) or "sent",
+        description="Sends the test thing again.",
     )
+    register_retry_action("console_test", "Undescribed", lambda e, actor: "ok")
     item = raise_item(org, "a", kind="console_test")
     login(client, coordinator)
     try:
         # when
+        page = client.get(reverse("console:item", args=[item.pk]))
         response = client.post(
             reverse("console:item_action", args=[item.pk, "retry"]),
             {"label": "Send again"},
@@ -229,7 +234,9 @@ def test_retry_runs_the_registered_action(client, org, coordinator):
     finally:
         registry.retry_actions.pop("console_test", None)
         registry.exception_kinds.pop("console_test", None)
-    # then
+    # then: each button says what it does (a generic line when its app said nothing)
+    assert b"Sends the test thing again." in page.content
+    assert b"Re-runs the failed operation" in page.content
     assert calls == [item.pk]
     assert b"sent" in response.content
     assert AuditEvent.objects.filter(action="exception.retried", object_id=str(item.pk)).exists()
