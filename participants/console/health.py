@@ -18,6 +18,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from participants.models import (
+    NON_TERMINAL_STATES,
     Enrollment,
     EnrollmentState,
     ProgramMetricsSnapshot,
@@ -187,6 +188,48 @@ def backlog_aging(program, now):
         "capped": overdue_capped,
         "text": _count_text(overdue, overdue_capped),
     }
+
+
+ENROLLMENT_CAP = 100_000
+
+
+def program_list_figures(programs, now) -> dict[int, dict]:
+    """{program id: figures} for the program list: enrollments in progress
+    and active exception items, with how many are past their SLA. Two
+    statements for all the programs, every count index-only and capped
+    (BACKLOG_CAP items, ENROLLMENT_CAP enrollments) like the dashboard's."""
+    programs = list(programs)
+    if not programs:
+        return {}
+    item_querysets = []
+    enrollment_querysets = []
+    for program in programs:
+        active = OpsException.objects.filter(
+            organization_id=program.organization_id,
+            program=program,
+            state__in=ACTIVE_EXCEPTION_STATES,
+        ).values("first_seen_at")
+        item_querysets += [active, active.filter(due_by__lt=now)]
+        enrollment_querysets.append(
+            Enrollment.objects.filter(
+                organization_id=program.organization_id,
+                program=program,
+                state__in=NON_TERMINAL_STATES,
+            ).values("pk")
+        )
+    items = _capped_counts(item_querysets, BACKLOG_CAP)
+    enrollments = _capped_counts(enrollment_querysets, ENROLLMENT_CAP)
+    figures = {}
+    for i, program in enumerate(programs):
+        (open_n, open_capped), (late_n, late_capped) = items[2 * i], items[2 * i + 1]
+        in_progress, in_progress_capped = enrollments[i]
+        figures[program.pk] = {
+            "in_progress": _count_text(in_progress, in_progress_capped),
+            "open": _count_text(open_n, open_capped),
+            "past_sla": late_n,
+            "past_sla_text": _count_text(late_n, late_capped),
+        }
+    return figures
 
 
 def median_time_to_resolve(

@@ -7,6 +7,7 @@ from __future__ import annotations
 from django.contrib.auth.decorators import login_required
 from django.http import QueryDict
 from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
 
 from participants.console import health
 from participants.console.timeline import Cursor, step_rows, timeline_page
@@ -62,8 +63,10 @@ def timeline(request, pk):
 
 @login_required
 def programs(request):
-    items = scope_queryset(Program.objects.select_related("organization"), request.user)
-    return render(request, "console/programs.html", {"programs": list(items)})
+    items = list(scope_queryset(Program.objects.select_related("organization"), request.user))
+    figures = health.program_list_figures(items, timezone.now())
+    rows = [(program, figures[program.pk]) for program in items]
+    return render(request, "console/programs.html", {"rows": rows})
 
 
 @login_required

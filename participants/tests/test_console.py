@@ -437,3 +437,41 @@ def test_timeline_pages_through_queue_item_rows_without_gaps(
     assert len(keys) == 36
     assert len(set(keys)) == 36
     assert {r.kind for r in seen} == {"exception"}
+
+
+def test_program_list_shows_enrollments_open_items_and_items_past_sla(
+    client, org, program, coordinator, django_assert_max_num_queries
+):
+    # given: two enrollments (one withdrawn), two active items of which one
+    # is past its SLA, and one resolved item
+    from participants.services import enrollment_transition
+    from programs.models import OpsException
+
+    enroll(org, program, ref="P-1")
+    gone = enroll(org, program, ref="P-2")
+    enrollment_transition(
+        enrollment_id=gone.pk, transition="withdraw", actor=coordinator, reason="moved away"
+    )
+    late, _ = exception_raise(
+        organization=org, program=program, kind="manual", title="a", dedup_key="a", actor=SYSTEM
+    )
+    exception_raise(
+        organization=org, program=program, kind="manual", title="b", dedup_key="b", actor=SYSTEM
+    )
+    done, _ = exception_raise(
+        organization=org, program=program, kind="manual", title="c", dedup_key="c", actor=SYSTEM
+    )
+    exception_claim(exception_id=done.pk, actor=coordinator)
+    exception_resolve(exception_id=done.pk, actor=coordinator, note="done")
+    OpsException.objects.filter(pk=late.pk).update(due_by=timezone.now() - timedelta(hours=1))
+    client.force_login(coordinator)
+    # when
+    with django_assert_max_num_queries(12):
+        response = client.get(reverse("participants_console:programs"))
+    # then
+    ((shown, figures),) = response.context["rows"]
+    assert shown == program
+    assert figures == {"in_progress": "1", "open": "2", "past_sla": 1, "past_sla_text": "1"}
+    body = response.content.decode()
+    queue = reverse("console:queue", args=["open"])
+    assert f"{queue}?program={program.pk}&amp;due=overdue" in body
