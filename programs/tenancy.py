@@ -7,17 +7,25 @@ admin, the console and anywhere else. Superusers see all.
 from programs.models import Membership, Organization
 
 
+def roles_for(user) -> dict[int, str]:
+    """{organization id: role} of `user`'s memberships (empty when signed
+    out). Read once per user object, i.e. once per request."""
+    if user is None or not user.is_authenticated:
+        return {}
+    cached = getattr(user, "_baton_roles", None)
+    if cached is None:
+        cached = dict(Membership.objects.filter(user=user).values_list("organization_id", "role"))
+        user._baton_roles = cached
+    return cached
+
+
 def organization_ids_for(user) -> set[int] | None:
     """The organizations `user` belongs to, or None for "all" (superusers)."""
     if user is None or not user.is_authenticated:
         return set()
     if user.is_superuser:
         return None
-    cached = getattr(user, "_baton_org_ids", None)
-    if cached is None:
-        cached = set(Membership.objects.filter(user=user).values_list("organization_id", flat=True))
-        user._baton_org_ids = cached
-    return cached
+    return set(roles_for(user))
 
 
 def organizations_for(user):

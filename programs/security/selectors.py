@@ -8,17 +8,14 @@ from django.db.models import Q
 from django.utils import timezone
 
 from programs.models import AuditEvent, Membership, Role
+from programs.tenancy import roles_for
 
 
 def audit_organization_ids(user) -> set[int] | None:
     """Organizations whose trail `user` may read: None = all (superuser)."""
     if user.is_superuser:
         return None
-    return set(
-        Membership.objects.filter(user=user, role__in=[Role.AUDITOR, Role.ADMIN]).values_list(
-            "organization_id", flat=True
-        )
-    )
+    return {org for org, role in roles_for(user).items() if role in (Role.AUDITOR, Role.ADMIN)}
 
 
 def can_read_audit(user) -> bool:

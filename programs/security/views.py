@@ -13,8 +13,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth import login as auth_login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import HttpResponseForbidden, JsonResponse, StreamingHttpResponse
+from django.http import JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -258,7 +259,7 @@ def _group(secret: str) -> str:
 def mfa_recovery_codes_view(request):
     """Issue new recovery codes (needs a verified session)."""
     if not request.user.is_verified():
-        return HttpResponseForbidden("Verify your second factor first.")
+        raise PermissionDenied("Verify your second factor first.")
     codes = services.mfa_recovery_codes_regenerate(
         user=request.user, actor=request.user, meta=request_meta(request)
     )
@@ -301,7 +302,7 @@ def _auditor_only(view):
         if not request.user.is_authenticated:
             return redirect(f"{settings.LOGIN_URL}?next={_quote(request.get_full_path())}")
         if not selectors.can_read_audit(request.user):
-            return HttpResponseForbidden("The audit trail is open to auditors and admins.")
+            raise PermissionDenied("The audit trail is open to auditors and admins.")
         return view(request, *args, **kwargs)
 
     wrapper.__name__ = view.__name__

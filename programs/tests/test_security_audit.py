@@ -95,8 +95,20 @@ def test_audit_view_filters(client, auditor, trail):
 @pytest.mark.django_db
 def test_coordinators_cannot_read_the_trail(client, coordinator):
     client.force_login(coordinator)
-    assert client.get("/security/audit/").status_code == 403
+    # the console's navigation does not offer it to them
+    assert b"/security/audit/" not in client.get("/console/queue/mine/").content
+    # and the page answers 403 in the console's layout, saying why
+    page = client.get("/security/audit/")
+    assert page.status_code == 403
+    assert b"The audit trail is open to auditors and admins." in page.content
+    assert b"Back to the console" in page.content
     assert client.get("/security/audit/export.csv").status_code == 403
+
+
+@pytest.mark.django_db
+def test_auditors_find_the_trail_in_the_navigation(client, auditor):
+    client.force_login(auditor)
+    assert b'href="/security/audit/"' in client.get("/console/queue/mine/").content
 
 
 @pytest.mark.django_db
