@@ -245,7 +245,7 @@ class StepInstanceAdmin(ReadOnlyAdmin, OrganizationScopedAdmin):
     list_display = ["title", "enrollment", "stage_key", "kind", "state", "due_at", "completed_at"]
     list_filter = ["state", "kind", "enrollment__program"]
     search_fields = ["=enrollment__participant__external_ref", "step_key"]
-    list_select_related = ["enrollment__participant"]
+    list_select_related = ["enrollment__participant", "enrollment__program"]
 
 
 @admin.register(ParticipantEvent)

@@ -165,7 +165,7 @@ class Enrollment(ConcurrentTransitionMixin, models.Model):
         indexes = [models.Index(fields=["organization", "program", "state"])]
 
     def __str__(self):
-        return f"{self.participant} in {self.program_id} ({self.state})"
+        return f"{self.participant} in {self.program.name} ({self.get_state_display().lower()})"
 
     @property
     def sequence_key(self) -> str:
