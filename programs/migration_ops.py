@@ -1,8 +1,9 @@
 """Migration operations that keep a busy table writable.
 
 `drop_field_index` removes the single-column index Django made for a field
-(a foreign key's, usually) once another index leads with that column, so
-every insert stops paying for an index no query needs.
+(a foreign key's, usually) once another index leads with that column, or
+once no query reads by it, so every insert stops paying for an index no
+query needs.
 
 Django's own `AlterField(..., db_index=False)` on a foreign key drops the
 foreign-key constraint and adds it back, and adding it back validates every

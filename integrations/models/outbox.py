@@ -21,15 +21,23 @@ class OutboxEvent(models.Model):
     # commit: the constraints are deferred). This table is an append-only
     # log like the audit trail (which has none either); the parent is never
     # deleted while rows point at it (organizations are PROTECTed by the ORM).
+    # Nor an index: nothing reads the outbox by organization or by creation
+    # time (the dispatcher reads undispatched rows by id; webhooks go out
+    # per delivery), so the sweep's and every writer's rows enter only the
+    # primary key and the sequence index.
     organization = models.ForeignKey(
-        Organization, on_delete=models.PROTECT, related_name="+", db_constraint=False
+        Organization,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_constraint=False,
+        db_index=False,
     )
     event_type = models.CharField(max_length=100)
     payload = models.JSONField()
     sequence_key = models.CharField(max_length=100, blank=True)
     sequence = models.PositiveIntegerField(null=True, blank=True)
     occurred_at = models.DateTimeField(default=timezone.now)
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now)
     dispatched_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
