@@ -38,6 +38,7 @@ A step completed late closes its item automatically (steps.close_step).
 from __future__ import annotations
 
 from contextlib import contextmanager
+from datetime import UTC
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -134,14 +135,25 @@ def _mark_overdue(step_ids: list[int], now) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(sql, [StepState.OVERDUE, now, *step_ids, StepState.PENDING, now])
         rows = cursor.fetchall()
-    if connection.vendor == "sqlite":  # SQLite returns text for datetimes in raw SQL
-        from django.utils.dateparse import parse_datetime
-
-        rows = [
-            (*r[:5], parse_datetime(r[5]) if isinstance(r[5], str) else r[5], r[6]) for r in rows
-        ]
+    if connection.vendor == "sqlite":
+        rows = [(*r[:5], _aware(r[5]), r[6]) for r in rows]
     rows.sort(key=lambda r: r[0])
     return rows
+
+
+def _aware(value):
+    """SQLite's raw SQL returns a stored datetime as naive UTC text: the
+    aware UTC datetime PostgreSQL returns, so payloads carry the offset."""
+    from django.utils.dateparse import parse_datetime
+
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    return value if timezone.is_aware(value) else value.replace(tzinfo=UTC)
+
+
+def _due_text(due_at) -> str:
+    """The due time as an item's detail shows it (the SQL path's to_char)."""
+    return due_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _record(rows, enrollments, now) -> int:
@@ -170,7 +182,7 @@ def _record(rows, enrollments, now) -> int:
                 severity=severity,
                 priority=SEVERITY_RANK[severity],
                 title=f"Overdue: {title} (enrollment #{enrollment_id})"[:300],
-                detail=f"Step {step_key} was due {due_at.isoformat()}.",
+                detail=f"Step {step_key} was due {_due_text(due_at)} UTC.",
                 subject_type="participants.stepinstance",
                 subject_id=str(step_id),
                 dedup_key=keys[step_id],
@@ -365,6 +377,7 @@ WITH marked AS (
     -- The enrollment's columns come with each step from the lock statement
     -- (read under the lock, so event_sequence is current): no join back.
     SELECT m.id, m.enrollment_id, m.step_key, m.title, m.kind, {_iso("m.due_at")} AS due_iso,
+           to_char(m.due_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') AS due_text,
            m.organization_id, m.program_id,
            m.event_sequence + row_number() OVER (PARTITION BY m.enrollment_id ORDER BY m.id)
                AS seq,
@@ -382,7 +395,7 @@ WITH marked AS (
         auto_resolved, context, updated_at)
     SELECT organization_id, program_id, 'sla_breach', severity, priority,
         left('Overdue: ' || title || ' (enrollment #' || enrollment_id || ')', 300),
-        'Step ' || step_key || ' was due ' || due_iso || '.',
+        'Step ' || step_key || ' was due ' || due_text || ' UTC.',
         'participants.stepinstance', id::text, dedup_key, 1, %(now)s, %(now)s, due_by,
         'open', NULL, NULL, '', NULL, '', false,
         jsonb_build_object('enrollment_id', enrollment_id, 'step_key', step_key), %(written)s

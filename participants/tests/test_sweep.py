@@ -3,7 +3,7 @@
 import copy
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
@@ -46,8 +46,14 @@ def test_sweep_marks_overdue_opens_one_item_and_emits(mini_enrollment):
     assert item.program_id == mini_enrollment.program_id
     assert AuditEvent.objects.filter(action="step.overdue", object_id=str(step.pk)).exists()
     assert AuditEvent.objects.filter(action="exception.opened", object_id=str(item.pk)).exists()
+    # the item says when the step was due as a coordinator reads it; the
+    # event, as a machine does: ISO 8601 with its offset, on either database
+    due = step.due_at.astimezone(UTC)
+    assert item.detail == f"Step {step.step_key} was due {due:%Y-%m-%d %H:%M} UTC."
     overdue = OutboxEvent.objects.get(event_type="participants.step.overdue")
     assert overdue.payload["step_id"] == step.pk
+    assert datetime.fromisoformat(overdue.payload["due_at"]) == step.due_at
+    assert overdue.payload["due_at"].endswith("+00:00")
     assert overdue.sequence_key == f"enrollment:{mini_enrollment.pk}"
     mini_enrollment.refresh_from_db()
     assert overdue.sequence == mini_enrollment.event_sequence
