@@ -7,9 +7,10 @@ class ProgramsConfig(AppConfig):
     verbose_name = "Programs, audit and exception queue"
 
     def ready(self):
-        from programs import roles
+        from programs import lookups, roles
         from programs.registries import register_exception_kind, register_schedule
 
+        lookups.install()
         register_exception_kind("manual", "Raised by hand", default_severity="medium")
         register_schedule(
             "programs.wake_snoozed_exceptions",

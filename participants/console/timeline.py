@@ -35,6 +35,7 @@ from django.urls import reverse
 from django.utils.dateparse import parse_datetime
 
 from participants.models import Enrollment, StepInstance
+from programs.console.forms import parse_number
 from programs.models import AuditEvent, OpsException
 from programs.registries import registry
 from programs.timeline import TimelineRow
@@ -67,7 +68,7 @@ class Cursor:
             return None
         if at is None or at.tzinfo is None:
             return None
-        skip = int(skip_text) if skip_text.isdigit() else 0
+        skip = parse_number(skip_text) or 0
         return cls(at, min(skip, 10_000))
 
 

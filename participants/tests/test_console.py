@@ -399,6 +399,20 @@ def test_a_malformed_timeline_cursor_shows_the_latest_page(
     assert any(r.kind == "transition" for r in response.context["rows"])
 
 
+def test_a_cursor_whose_skip_is_not_a_number_skips_nothing(client, org, program, coordinator):
+    # given: '²' is a digit that int() refuses
+    enrollment = enroll(org, program)
+    url = reverse("participants_console:timeline", args=[enrollment.pk])
+    client.force_login(coordinator)
+    # when
+    odd = client.get(url, {"before": "2099-01-01T00:00:00+00:00~²"})
+    plain = client.get(url, {"before": "2099-01-01T00:00:00+00:00~0"})
+    # then
+    assert odd.status_code == 200
+    assert [r.title for r in odd.context["rows"]] == [r.title for r in plain.context["rows"]]
+    assert odd.context["rows"]
+
+
 def test_timeline_pages_through_queue_item_rows_without_gaps(
     client, org, program, coordinator, monkeypatch
 ):

@@ -103,13 +103,24 @@ class BulkForm(forms.Form):
         return data
 
 
+def parse_number(text: str) -> int | None:
+    """A whole number written in digits, or None.
+
+    `str.isdecimal`, not `isdigit`: '²' is a digit that `int()` refuses.
+    A number too large for any id is still a number: queries given one
+    match nothing (programs.lookups).
+    """
+    return int(text) if text.isdecimal() else None
+
+
 def parse_ids(values) -> tuple[list[int], list[str]]:
     """Item ids from checkbox values; anything not a positive integer is reported."""
     ids, bad = [], []
     for value in values:
         value = str(value).strip()
-        if value.isdigit() and int(value) > 0:
-            ids.append(int(value))
+        number = parse_number(value)
+        if number:
+            ids.append(number)
         elif value:
             bad.append(value[:40])
     return sorted(set(ids)), bad

@@ -11,9 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.utils import timezone
 
+from programs.console.forms import parse_number
 from programs.models import (
     ACTIVE_EXCEPTION_STATES,
     SEVERITY_RANK,
@@ -86,8 +88,8 @@ class QueueFilters:
         elif severity:
             f.errors.append(f"unknown severity {severity!r} ignored")
         program = params.get("program", "")
-        if program.isdigit():
-            f.program = int(program)
+        if (number := parse_number(program)) is not None:
+            f.program = number
         elif program:
             f.errors.append(f"program must be a number, not {program!r}")
         age = params.get("age", "")
@@ -215,8 +217,6 @@ def facet_counts(tab: str, user, f: QueueFilters) -> dict:
     beyond = _top_queryset(
         tab, user, f, FACET_CAP + 1, ("pk", "priority", "first_seen_at"), now=now, start=FACET_CAP
     )
-    inner_sql, inner_params = sample.query.get_compiler(using=sample.db).as_sql()
-    more_sql, more_params = beyond.query.get_compiler(using=beyond.db).as_sql()
     q = connection.ops.quote_name
     adapt = connection.ops.adapt_datetimefield_value
     columns, params = [], []
@@ -240,14 +240,22 @@ def facet_counts(tab: str, user, f: QueueFilters) -> dict:
                 adapt(now - high),
             )
     case(f"t.{q('due_by')} < %s", adapt(now))
-    # One statement: the sums over the sample, and whether a row lies beyond it.
-    sql = (
-        f"SELECT COUNT(*), {', '.join(columns)}, "  # noqa: S608 (quoted names and %s only)
-        f"(SELECT COUNT(*) FROM ({more_sql}) m) FROM ({inner_sql}) t"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, *more_params, *inner_params])
-        total, *sums, more = (int(v or 0) for v in cursor.fetchone())
+    try:
+        inner_sql, inner_params = sample.query.get_compiler(using=sample.db).as_sql()
+        more_sql, more_params = beyond.query.get_compiler(using=beyond.db).as_sql()
+    except EmptyResultSet:
+        # The filters can match no row (a program id no column can hold):
+        # Django says so instead of compiling the query.
+        total, sums, more = 0, [0] * len(columns), 0
+    else:
+        # One statement: the sums over the sample, and whether a row lies beyond it.
+        sql = (
+            f"SELECT COUNT(*), {', '.join(columns)}, "  # noqa: S608 (quoted names and %s only)
+            f"(SELECT COUNT(*) FROM ({more_sql}) m) FROM ({inner_sql}) t"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*params, *more_params, *inner_params])
+            total, *sums, more = (int(v or 0) for v in cursor.fetchone())
     capped = more > 0
     it = iter(sums)
     kinds = {k: next(it) for k in kind_keys}

@@ -32,6 +32,7 @@ from programs.console.forms import (
     RetryForm,
     SnoozeForm,
     parse_ids,
+    parse_number,
 )
 from programs.errors import BatonError
 from programs.models import (
@@ -272,7 +273,7 @@ def claim_next(request):
     item = exception_claim_next(
         user=request.user,
         organization_ids=access.work_org_ids,
-        program_id=int(program) if program.isdigit() else None,
+        program_id=parse_number(program),
     )
     if item is None:
         messages.info(request, "Nothing to claim: the unassigned queue is empty.")

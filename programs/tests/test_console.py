@@ -93,6 +93,43 @@ def test_bad_filter_values_are_ignored_with_a_message_not_an_error(client, org, 
     assert b"unknown severity" in response.content
 
 
+@pytest.mark.parametrize("program_param", ["²", "99999999999999999999"])
+def test_a_program_filter_no_program_can_match_answers_with_an_empty_queue(
+    client, org, coordinator, program, program_param
+):
+    # given: '²' is a digit that int() refuses; the other is beyond any id
+    raise_item(org, "a", program=program)
+    login(client, coordinator)
+    # when
+    response = client.get(reverse("console:queue", args=["open"]), {"program": program_param})
+    # then
+    assert response.status_code == 200
+    if program_param == "²":
+        assert b"program must be a number" in response.content
+        assert len(response.context["items"]) == 1
+    else:
+        assert response.context["items"] == []
+        assert str(response.context["facets"]["total"]) == "0"
+
+
+@pytest.mark.parametrize("program_param", ["²", "99999999999999999999"])
+def test_claim_next_for_a_program_no_item_can_belong_to_claims_nothing(
+    client, org, coordinator, program_param
+):
+    # given
+    raise_item(org, "a")
+    login(client, coordinator)
+    # when
+    response = client.post(reverse("console:claim_next"), {"program": program_param}, follow=True)
+    # then
+    assert response.status_code == 200
+    if program_param == "²":  # not a number: no program filter, so the item is claimed
+        assert OpsException.objects.get().state == ExceptionState.CLAIMED
+    else:
+        assert b"Nothing to claim" in response.content
+        assert OpsException.objects.get().state == ExceptionState.OPEN
+
+
 def test_counts_are_capped(client, org, coordinator, monkeypatch):
     # given
     from programs.console import selectors
