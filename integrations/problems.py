@@ -132,7 +132,8 @@ class ConflictProblem(Problem):
 # --- error paths ----------------------------------------------------------------------
 
 
-def _join(path: str, key) -> str:
+def join_path(path: str, key) -> str:
+    """`path` extended by a key or index, as error paths are written."""
     if isinstance(key, int):
         return f"{path}[{key}]"
     key = str(key)
@@ -148,7 +149,7 @@ def flatten_errors(detail, path: str = "$") -> list[dict]:
     out: list[dict] = []
     if isinstance(detail, dict):
         for key, value in detail.items():
-            out.extend(flatten_errors(value, _join(path, key)))
+            out.extend(flatten_errors(value, join_path(path, key)))
     elif isinstance(detail, list):
         if all(isinstance(item, str) for item in detail):
             for item in detail:
@@ -159,7 +160,7 @@ def flatten_errors(detail, path: str = "$") -> list[dict]:
             for index, item in enumerate(detail):
                 if item in ({}, [], None):
                     continue
-                out.extend(flatten_errors(item, _join(path, index)))
+                out.extend(flatten_errors(item, join_path(path, index)))
     else:
         out.append(
             {"path": path, "message": str(detail), "code": getattr(detail, "code", "invalid")}

@@ -62,7 +62,7 @@ class VendorCallbackView(APIView):
                 "The callback does not match the callback format.",
                 status_code=422,
                 problem_type="validation",
-                errors=[{"path": f"$.{exc.path}", "message": exc.message, "code": "invalid"}],
+                errors=[{"path": _json_path(exc.path), "message": exc.message, "code": "invalid"}],
             ) from None
         data = {
             "status": outcome.status,
@@ -71,3 +71,8 @@ class VendorCallbackView(APIView):
             "stripped": outcome.stripped,
         }
         return Response(CallbackOutputSerializer(data).data)
+
+
+def _json_path(path: str) -> str:
+    """A field name ('channel') or a JSON path ('$.x[0]') as a JSON path."""
+    return path if path.startswith("$") else f"$.{path}"

@@ -17,6 +17,7 @@ from django.db import transaction
 
 from integrations.connectors import CallbackFormatError, build_connector
 from integrations.inbound import InboundVerificationError, verify_inbound
+from integrations.payloads import PayloadValueError, require_storable
 from integrations.phi import phi_scan
 from messaging.errors import ConnectorNotFound, MessageNotFound
 from messaging.models import CallbackLog, Channel, ChannelConnector, Message, MessageState
@@ -101,6 +102,10 @@ def callback_receive(*, connector_id: int, headers, body: bytes) -> CallbackOutc
             raise
         webhook_id = _header(headers, "webhook-id")
         clean, stripped = strip_identifiers(payload, keep=instance.callback_fields)
+        try:
+            require_storable(clean)
+        except PayloadValueError as exc:
+            raise CallbackFormatError(exc.path, exc.message) from None
         event = instance.parse_callback(clean)
         message = None
         if event.message_id is not None:

@@ -126,6 +126,27 @@ def test_bad_type_is_422_naming_the_field(client, sent_message, webhook_connecto
     assert response.json()["errors"][0]["path"] == "$.type"
 
 
+def test_a_nul_character_is_422_naming_the_field_and_changes_nothing(
+    client, sent_message, webhook_connector
+):
+    # given: PostgreSQL stores no NUL character in text or jsonb
+    payload = {
+        "type": "delivered",
+        "message_id": sent_message.pk,
+        "vendor_message_id": "vm-\u0000-1",
+    }
+    # when
+    response = post_callback(client, webhook_connector, payload)
+    # then
+    assert response.status_code == 422
+    assert response["Content-Type"] == PROBLEM
+    assert response.json()["errors"][0]["path"] == "$.vendor_message_id"
+    assert "NUL" in response.json()["errors"][0]["message"]
+    sent_message.refresh_from_db()
+    assert sent_message.state == MessageState.SENT
+    assert not CallbackLog.objects.exists()
+
+
 def test_phone_number_and_message_text_are_stripped_not_500(
     client, sent_message, webhook_connector
 ):

@@ -19,6 +19,7 @@ from rest_framework.response import Response
 from integrations.api.base import PartnerAPIView
 from integrations.api.pagination import EnrollmentCursorPagination
 from integrations.api.views import validated_query
+from integrations.payloads import PayloadValueError
 from integrations.phi import phi_scan
 from integrations.problems import ConflictProblem, Problem, Unprocessable, flatten_errors
 from participants.api.serializers import (
@@ -51,10 +52,16 @@ _FIELD_MESSAGE = re.compile(r"^([a-z_]+): (.*)$", re.S)
 
 
 def value_error_problem(exc: ValueError, path_prefix: str = "$") -> Unprocessable:
-    """A service's ValueError ('field: message') -> 422 naming the field path."""
+    """A service's ValueError ('field: message', or a PayloadValueError with
+    its own path) -> 422 naming the field path."""
     text = str(exc)
     match = _FIELD_MESSAGE.match(text)
-    path, message = (f"{path_prefix}.{match[1]}", match[2]) if match else (path_prefix, text)
+    if isinstance(exc, PayloadValueError):
+        path, message = path_prefix + exc.path[1:], exc.message
+    elif match:
+        path, message = f"{path_prefix}.{match[1]}", match[2]
+    else:
+        path, message = path_prefix, text
     return Unprocessable(
         "The request is not valid.", errors=[{"path": path, "message": message, "code": "invalid"}]
     )

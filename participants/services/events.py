@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from config.request_id import get_request_id
 from integrations.outbox import outbox_write, outbox_write_many
+from integrations.payloads import require_storable
 from participants.models import (
     OPEN_STEP_STATES,
     Enrollment,
@@ -65,6 +66,10 @@ def _validate(event_id, event_type, external_ref, occurred_at, data):
         raise ValueError("occurred_at: must carry a timezone offset")
     if data is not None and not isinstance(data, dict):
         raise ValueError("data: an object is required")
+    require_storable(event_id, "$.event_id")
+    require_storable(event_type, "$.event_type")
+    require_storable(external_ref, "$.external_ref")
+    require_storable(data, "$.data")
 
 
 def event_ingest(

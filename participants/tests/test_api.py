@@ -206,6 +206,26 @@ def test_batch_returns_per_item_results_and_bad_items_do_not_fail_others(partner
     assert set(ParticipantEvent.objects.values_list("event_id", flat=True)) == {"b-1", "b-4"}
 
 
+def test_a_nul_character_in_event_data_is_422_naming_its_path_single_and_batch(
+    partner, enrollment_id
+):
+    # given: PostgreSQL stores no NUL character in text or jsonb; it used to
+    # fail at the INSERT (500, and in a batch a "retry" that never succeeds)
+    in_value = event("n-1", note=["fine", "a\u0000b"])
+    in_key = event("n-2", **{"k\u0000": 1})
+    # when
+    single = partner.post("/api/v1/events/", in_value)
+    batch = partner.post("/api/v1/events/batch/", {"events": [in_key, event("n-3")]})
+    # then
+    assert single.status_code == 422
+    [error] = problem(single)["errors"]
+    assert error["path"] == "$.data.note[1]"
+    assert "NUL character" in error["message"]
+    assert [r["status"] for r in batch.json()["results"]] == [422, 202]
+    assert batch.json()["results"][0]["errors"][0]["path"] == "$.events[0].data['k\u0000']"
+    assert set(ParticipantEvent.objects.values_list("event_id", flat=True)) == {"n-3"}
+
+
 def test_batch_is_capped_at_500(partner, program):
     response = partner.post(
         "/api/v1/events/batch/", {"events": [event(f"e{i}") for i in range(501)]}
