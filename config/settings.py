@@ -92,6 +92,7 @@ MIDDLEWARE = [
     "django_otp.middleware.OTPMiddleware",
     "programs.security.middleware.SessionTimeoutMiddleware",
     "programs.security.middleware.MFARequiredMiddleware",
+    "programs.security.middleware.RejectNulCharacterMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "programs.security.middleware.SecurityHeadersMiddleware",

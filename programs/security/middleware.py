@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 from csp.middleware import CSPMiddleware
 from django.conf import settings
 from django.contrib.auth import logout
+from django.core.exceptions import BadRequest
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 
@@ -153,3 +154,22 @@ class SecurityHeadersMiddleware:
             "Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
         )
         return response
+
+
+class RejectNulCharacterMiddleware:
+    """400 for a query string holding a NUL character (`%00`).
+
+    No page of Baton takes one, and PostgreSQL stores none: a filter such as
+    `?state=%00` (which any admin changelist accepts for any field) reached
+    the database and failed there, a 500. Forms already refuse NUL
+    characters (Django's ProhibitNullCharactersValidator); the partner API
+    answers its own 422. This is the browser group's part.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if "%00" in request.META.get("QUERY_STRING", ""):
+            raise BadRequest("the query string holds a NUL character (%00)")
+        return self.get_response(request)

@@ -29,6 +29,28 @@ def test_an_item_of_another_organization_is_a_404_page_in_the_console_layout(
     assert "Back to the console" in body
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/console/queue/open/?severity=%00",
+        "/admin/programs/opsexception/?state=%00",  # any field: was a 500 on PostgreSQL
+        "/admin/auth/user/?username__startswith=a%00",
+    ],
+)
+def test_a_nul_character_in_the_query_string_is_a_400_page(admin_client, url):
+    page = admin_client.get(url)
+    assert page.status_code == 400
+    body = page.content.decode()
+    assert "Bad request" in body and "NUL character" in body
+    assert "Back to the console" in body
+
+
+def test_the_partner_api_answers_a_nul_character_itself(partner):
+    response = partner.get("/api/v1/enrollments/?state=%00")
+    assert response.status_code == 422
+    assert response["Content-Type"].startswith("application/problem+json")
+
+
 def test_an_unknown_api_path_still_answers_problem_json(client):
     response = client.get("/api/v1/no-such-thing/")
     assert response.status_code == 404
