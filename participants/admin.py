@@ -10,8 +10,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils import timezone
@@ -224,7 +225,9 @@ class EnrollmentAdmin(ServiceTransitionAdmin, OrganizationScopedAdmin):
     def complete_step_view(self, request, object_id, step_id):
         if request.method != "POST":
             raise DjangoPermissionDenied
-        enrollment = get_object_or_404(self.get_queryset(request), pk=object_id)
+        enrollment = self.get_object(request, unquote(object_id))  # None for a non-id
+        if enrollment is None:
+            raise Http404(f"No enrollment {object_id!r}.")
         if not self.has_change_permission(request, enrollment):
             raise DjangoPermissionDenied
         step = get_object_or_404(StepInstance, pk=step_id, enrollment=enrollment)

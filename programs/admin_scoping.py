@@ -4,9 +4,9 @@ state-transition buttons that call services (never `.save()` on state)."""
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpResponseRedirect
 from django.urls import path, reverse
 
 from programs.errors import BatonError
@@ -88,7 +88,10 @@ class ServiceTransitionAdmin(admin.ModelAdmin):
     def transition_view(self, request, object_id, name):
         if request.method != "POST":
             raise DjangoPermissionDenied
-        obj = get_object_or_404(self.get_queryset(request), pk=object_id)
+        # What the change view does: an id that is no id is "not found", not a 500.
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            raise Http404(f"No {self.model._meta.verbose_name} {object_id!r}.")
         if name not in dict(self.allowed_transitions(request, obj)):
             self.message_user(request, f"“{name}” is not allowed from {obj.state}.", messages.ERROR)
         else:

@@ -1,5 +1,6 @@
 """Admin: scoped lists, filters, transition buttons by role, step completion."""
 
+import pytest
 from django.urls import reverse
 
 from participants.models import StepState
@@ -49,6 +50,20 @@ def test_transition_button_runs_the_service(client, coordinator, mini_enrollment
     assert mini_enrollment.state == "withdrawn"
     audit = AuditEvent.objects.get(action="enrollment.withdraw")
     assert audit.actor_label == coordinator.get_username() and audit.reason == "moved away"
+
+
+@pytest.mark.parametrize("object_id", ["abc", "²", "99999999999999999999"])
+def test_a_transition_or_step_button_posted_for_no_such_id_is_404(
+    client, coordinator, mini_enrollment, object_id
+):
+    client.force_login(coordinator)
+    step = mini_enrollment.steps.get()
+    transition = reverse("admin:participants_enrollment_transition", args=[object_id, "withdraw"])
+    complete = reverse("admin:participants_enrollment_complete_step", args=[object_id, step.pk])
+    assert client.post(transition, {"reason": "x"}).status_code == 404
+    assert client.post(complete).status_code == 404
+    mini_enrollment.refresh_from_db()
+    assert mini_enrollment.state != "withdrawn"
 
 
 def test_coordinator_gets_no_complete_button(client, coordinator, mini_enrollment):
