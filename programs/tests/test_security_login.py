@@ -62,6 +62,16 @@ def test_failed_login_is_audited_once_without_the_password(client, coordinator):
 
 
 @pytest.mark.django_db
+def test_a_username_longer_than_any_account_is_a_form_error_not_an_attempt(client):
+    # when: 5,000 characters (axes used to fail recording it: a 500 on PostgreSQL)
+    response = _post_login(client, "a" * 5000, "whatever-123")
+    # then
+    assert response.status_code == 200
+    assert b"at most 150 characters" in response.content
+    assert not AccessAttempt.objects.exists()
+
+
+@pytest.mark.django_db
 def test_user_is_locked_out_after_the_limit_then_an_admin_lifts_it(
     client, coordinator, admin_client
 ):
