@@ -42,9 +42,22 @@ def nul_character_path(value, path: str = "$") -> str | None:
     return None
 
 
+def _holds_nul(value) -> bool:
+    # The common case, nothing found, without building a path per key.
+    if isinstance(value, str):
+        return NUL in value
+    if isinstance(value, dict):
+        return any(
+            (isinstance(key, str) and NUL in key) or _holds_nul(item) for key, item in value.items()
+        )
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(item) for item in value)
+    return False
+
+
 def require_storable(value, path: str = "$") -> None:
     """Raise PayloadValueError naming the first NUL character in `value`."""
-    if (where := nul_character_path(value, path)) is not None:
+    if _holds_nul(value) and (where := nul_character_path(value, path)) is not None:
         raise PayloadValueError(
             where, "contains the NUL character (\\u0000), which Baton cannot store"
         )
