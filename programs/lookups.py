@@ -83,7 +83,8 @@ class _RelatedIntegerOverflow:
     def process_rhs(self, compiler, connection):
         low, high = _column_range(self.lhs, connection)
         if _out_of_range(self.rhs, low, high):
-            raise self.underflow_exception if self.rhs < low else self.overflow_exception
+            below = low is not None and self.rhs < low
+            raise self.underflow_exception if below else self.overflow_exception
         return super().process_rhs(compiler, connection)
 
 
