@@ -389,6 +389,11 @@ BATON_ALLOW_INSECURE_WEBHOOKS = env.bool(
 if PRODUCTION and BATON_ALLOW_INSECURE_WEBHOOKS:
     raise ImproperlyConfigured("BATON_ALLOW_INSECURE_WEBHOOKS must be false in production")
 BATON_WEBHOOK_LEASE_SECONDS = env.int("BATON_WEBHOOK_LEASE_SECONDS", default=60)
+# How far ahead of Baton's clock a partner event's occurred_at may lie: room
+# for a sender's clock drift or a wrong offset, not for a clock set to 2099
+# (whose events would complete steps years ahead and make every later event
+# look out of order). Later than this: 422.
+BATON_EVENT_MAX_FUTURE = timedelta(hours=env.int("BATON_EVENT_MAX_FUTURE_HOURS", default=24))
 BATON_WEBHOOK_SEND_CONCURRENCY = env.int("BATON_WEBHOOK_SEND_CONCURRENCY", default=16)
 BATON_INBOUND_RECEIPT_RETENTION = timedelta(
     hours=env.int("BATON_INBOUND_RECEIPT_RETENTION_HOURS", default=72)

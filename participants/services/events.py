@@ -21,8 +21,9 @@ occurred_at, and an event older than the last one applied is still applied.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -64,6 +65,14 @@ def _validate(event_id, event_type, external_ref, occurred_at, data):
         raise ValueError("occurred_at: a datetime is required")
     if timezone.is_naive(occurred_at):
         raise ValueError("occurred_at: must carry a timezone offset")
+    ahead = occurred_at - timezone.now()
+    if ahead > settings.BATON_EVENT_MAX_FUTURE:
+        hours = settings.BATON_EVENT_MAX_FUTURE / timedelta(hours=1)
+        raise ValueError(
+            f"occurred_at: lies {ahead.days} days and {ahead.seconds // 3600} hours after "
+            f"Baton's clock; at most {hours:g} hours ahead is accepted (check the sending "
+            "system's clock)"
+        )
     if data is not None and not isinstance(data, dict):
         raise ValueError("data: an object is required")
     require_storable(event_id, "$.event_id")

@@ -226,6 +226,31 @@ def test_a_nul_character_in_event_data_is_422_naming_its_path_single_and_batch(
     assert set(ParticipantEvent.objects.values_list("event_id", flat=True)) == {"n-3"}
 
 
+def test_an_event_from_more_than_a_day_ahead_is_422_and_changes_nothing(
+    partner, enrollment_id, settings
+):
+    # given a sender whose clock runs years ahead, and one a few hours ahead
+    settings.BATON_EVENT_MAX_FUTURE = timedelta(hours=24)
+    far = event("f-1")
+    far["occurred_at"] = (timezone.now() + timedelta(days=365 * 70)).isoformat()
+    near = event("f-2")
+    near["occurred_at"] = (timezone.now() + timedelta(hours=5)).isoformat()
+    # when
+    single = partner.post("/api/v1/events/", far)
+    batch = partner.post("/api/v1/events/batch/", {"events": [far, near]})
+    # then
+    assert single.status_code == 422
+    [error] = problem(single)["errors"]
+    assert error["path"] == "$.occurred_at"
+    assert "at most 24 hours ahead" in error["message"]
+    assert [r["status"] for r in batch.json()["results"]] == [422, 202]
+    assert batch.json()["results"][0]["errors"][0]["path"] == "$.events[0].occurred_at"
+    assert list(ParticipantEvent.objects.values_list("event_id", flat=True)) == ["f-2"]
+    assert Enrollment.objects.get(pk=enrollment_id).last_event_at < timezone.now() + timedelta(
+        days=1
+    )
+
+
 def test_batch_is_capped_at_500(partner, program):
     response = partner.post(
         "/api/v1/events/batch/", {"events": [event(f"e{i}") for i in range(501)]}

@@ -11,6 +11,7 @@ import itertools
 from datetime import timedelta
 
 import pytest
+import time_machine
 from django.db import transaction
 from django.utils import timezone
 from hypothesis import HealthCheck, settings
@@ -121,15 +122,18 @@ class EnrollmentMachine(RuleBasedStateMachine):
     )
     def partner_event(self, index, event_type, event_no, minutes_ago):
         ref = self.refs[index] if index < len(self.refs) else "unknown-ref"
-        result = event_ingest(
-            organization=self.org,
-            event_id=f"evt-{event_no}",  # small id space: duplicates happen
-            event_type=event_type,
-            external_ref=ref,
-            occurred_at=self.now - timedelta(minutes=minutes_ago),
-            data={},
-            actor=SYSTEM,
-        )
+        # The event arrives at the model's clock (which the sweeps move on),
+        # so its occurred_at is never in Baton's future.
+        with time_machine.travel(self.now, tick=False):
+            result = event_ingest(
+                organization=self.org,
+                event_id=f"evt-{event_no}",  # small id space: duplicates happen
+                event_type=event_type,
+                external_ref=ref,
+                occurred_at=self.now - timedelta(minutes=minutes_ago),
+                data={},
+                actor=SYSTEM,
+            )
         if not result.created:
             assert result.matched_steps == [] and result.exception is None
 
