@@ -108,9 +108,14 @@ def parse_number(text: str) -> int | None:
 
     `str.isdecimal`, not `isdigit`: '²' is a digit that `int()` refuses.
     A number too large for any id is still a number: queries given one
-    match nothing (programs.lookups).
+    match nothing (programs.lookups). Past 20 digits it is read as 2**64,
+    as far beyond every id, because `int()` refuses numbers of thousands
+    of digits.
     """
-    return int(text) if text.isdecimal() else None
+    if not text.isdecimal():
+        return None
+    digits = text.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 20 else 2**64
 
 
 def parse_ids(values) -> tuple[list[int], list[str]]:

@@ -112,7 +112,7 @@ def test_a_program_filter_no_program_can_match_answers_with_an_empty_queue(
         assert str(response.context["facets"]["total"]) == "0"
 
 
-@pytest.mark.parametrize("program_param", ["²", "99999999999999999999"])
+@pytest.mark.parametrize("program_param", ["²", "99999999999999999999", "9" * 5000])
 def test_claim_next_for_a_program_no_item_can_belong_to_claims_nothing(
     client, org, coordinator, program_param
 ):
