@@ -5,13 +5,33 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.widgets import AutocompleteSelect
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpResponseRedirect
 from django.urls import path, reverse
 
 from programs.errors import BatonError
 from programs.models import Organization, Program
 from programs.tenancy import organization_ids_for, scope_queryset
+
+
+class AutocompleteSelectOfIds(AutocompleteSelect):
+    """Django's autocomplete widget, re-rendering a refused form without
+    looking up a submitted value that is no id: `pk__in=['²']` raised
+    ValueError there (a 500 instead of the form's own error)."""
+
+    def optgroups(self, name, value, attr=None):
+        target = self.field.target_field
+
+        def is_id(text) -> bool:
+            try:
+                target.to_python(text)
+            except ValidationError:
+                return False
+            return "\x00" not in str(text)
+
+        return super().optgroups(name, [v for v in value if is_id(v)], attr)
 
 
 class OrganizationScopedAdmin(admin.ModelAdmin):
@@ -29,6 +49,9 @@ class OrganizationScopedAdmin(admin.ModelAdmin):
         return scope_queryset(super().get_queryset(request), request.user, self.organization_field)
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name in self.get_autocomplete_fields(request):
+            widget = AutocompleteSelectOfIds(db_field, self.admin_site, using=kwargs.get("using"))
+            kwargs.setdefault("widget", widget)
         ids = organization_ids_for(request.user)
         if ids is not None:
             related = db_field.related_model

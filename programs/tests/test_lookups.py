@@ -128,3 +128,35 @@ def test_an_admin_filter_by_a_malformed_duration_is_an_invalid_filter(admin_clie
     )
     assert response.status_code == 302
     assert response["Location"].endswith("?e=1")
+
+
+@pytest.mark.parametrize("selected", ["abc", "²", "a\x00"])
+@pytest.mark.parametrize(
+    "changelist", ["admin:auth_group_changelist", "admin:programs_program_changelist"]
+)
+def test_an_admin_action_posted_with_ids_that_are_no_ids_changes_nothing(
+    admin_client, program, selected, changelist
+):
+    # given
+    from django.contrib.auth.models import Group
+
+    Group.objects.get_or_create(name="kept")
+    url = reverse(changelist)
+    before = (Group.objects.count(), type(program).objects.count())
+    # when: Django ran the action on pk__in=[the posted values] (ValueError: a 500)
+    response = admin_client.post(
+        url, {"action": "delete_selected", "_selected_action": [selected, "1"], "index": "0"}
+    )
+    # then
+    assert response.status_code == 302
+    assert (Group.objects.count(), type(program).objects.count()) == before
+    page = admin_client.get(response["Location"])
+    assert "the ones posted are not ids" in page.content.decode()
+
+
+def test_a_refused_membership_form_shows_its_error_for_a_user_that_is_no_id(admin_client, org):
+    # the autocomplete widget looked the posted user up by id to re-render it
+    url = reverse("admin:programs_membership_add")
+    response = admin_client.post(url, {"user": "²", "organization": org.pk, "role": "lead"})
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["user"]
