@@ -27,6 +27,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from standardwebhooks import Webhook
 
+from integrations.problems import MAX_JSON_DEPTH, json_deeper_than
+
 MAX_ID_LENGTH = 255
 
 
@@ -125,8 +127,12 @@ def verify_inbound(
 
     try:
         payload = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InboundVerificationError("body is not JSON", code="bad_body") from None
+    if json_deeper_than(payload, MAX_JSON_DEPTH):
+        raise InboundVerificationError(
+            f"body nests objects and lists deeper than {MAX_JSON_DEPTH} levels", code="bad_body"
+        )
     if not isinstance(payload, dict):
         raise InboundVerificationError("body must be a JSON object", code="bad_body")
 

@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://baton.dev/problems/"
 MAX_BODY_BYTES = 1024 * 1024  # 1 MiB
+# Objects and lists inside one another, at most. Every walker of a payload
+# (PHI guard, NUL check, serializers) recurses once per level: 900 levels
+# of `[` (1.8 KB) exhausted Python's stack, a 500.
+MAX_JSON_DEPTH = 64
 
 TITLES = {
     400: "Bad request",
@@ -263,8 +267,10 @@ def problem_exception_handler(exc, context):
         errors = flatten_errors(exc.detail)
         detail = "The request is not valid; see errors for each field."
     elif isinstance(exc, exceptions.ParseError):
-        # Never echo the parser's message: it may quote the body.
+        # Never echo the parser's message: it may quote the body. Ours don't.
         detail = "The body is not valid JSON."
+        if isinstance(exc, NestedTooDeep):
+            detail = str(exc.detail)
         problem_type = "malformed-body"
     else:
         detail = str(exc.detail) if not isinstance(exc.detail, dict | list) else ""
@@ -288,6 +294,13 @@ def problem_exception_handler(exc, context):
 # --- a parser that caps the body and never echoes it ----------------------------------
 
 
+class NestedTooDeep(exceptions.ParseError):
+    default_detail = (
+        f"The body nests objects and lists deeper than {MAX_JSON_DEPTH} levels; "
+        "Baton reads no deeper."
+    )
+
+
 class LimitedJSONParser(JSONParser):
     """JSON parser with a 1 MiB cap (413) that never quotes the body in errors."""
 
@@ -299,10 +312,34 @@ class LimitedJSONParser(JSONParser):
             raise PayloadTooLarge()
         if not raw.strip():
             raise exceptions.ParseError("empty body")
+        too_deep = NestedTooDeep()
         try:
-            return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+            data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
         except (ValueError, UnicodeDecodeError):
             raise exceptions.ParseError("invalid JSON") from None
+        except RecursionError:
+            raise too_deep from None
+        if json_deeper_than(data, MAX_JSON_DEPTH):
+            raise too_deep
+        return data
+
+
+def json_deeper_than(value, limit: int) -> bool:
+    """Whether objects and lists in `value` nest deeper than `limit` levels
+    (the value itself, if one, is level 1). Iterative: any depth is safe."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _reject_constant(name):

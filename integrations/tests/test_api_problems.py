@@ -4,7 +4,7 @@ import pytest
 from django.test import override_settings
 from rest_framework.settings import api_settings
 
-from integrations.problems import MAX_BODY_BYTES
+from integrations.problems import MAX_BODY_BYTES, MAX_JSON_DEPTH
 from integrations.tests.api_fixtures import PartnerHttp, make_key, problem
 from programs.actors import Actor
 from programs.services import exception_raise
@@ -36,6 +36,32 @@ def test_malformed_json_is_a_problem_400_without_echo(partner):
     assert response.status_code == 400
     assert "555-12" not in response.content.decode()
     assert body["type"].endswith("malformed-body")
+
+
+@pytest.mark.parametrize("depth", [MAX_JSON_DEPTH, 900, 100_000])
+def test_json_nested_too_deep_is_a_problem_400_naming_the_limit(partner, depth):
+    # given: 900 levels (1.8 KB) used to exhaust Python's stack in the PHI
+    # guard, and 100,000 the JSON decoder's: a 500 either way
+    nested = "[" * depth + "]" * depth
+    raw = (
+        '{"id": "deep", "type": "x.y", "external_ref": "r", '
+        f'"occurred_at": "2026-01-05T10:00:00Z", "data": {{"a": {nested}}}}}'
+    )
+    # when
+    response = partner.post("/api/v1/events/", raw=raw)
+    # then
+    assert response.status_code == 400
+    assert f"deeper than {MAX_JSON_DEPTH} levels" in problem(response)["detail"]
+
+
+def test_json_at_the_depth_limit_is_read(partner, program):
+    # the body is level 1 and data level 2: the list may go MAX_JSON_DEPTH - 2 deep
+    nested = "[" * (MAX_JSON_DEPTH - 2) + "]" * (MAX_JSON_DEPTH - 2)
+    raw = (
+        '{"id": "deep-ok", "type": "x.y", "external_ref": "r", '
+        f'"occurred_at": "2026-01-05T10:00:00Z", "data": {{"a": {nested}}}}}'
+    )
+    assert partner.post("/api/v1/events/", raw=raw).status_code == 202
 
 
 def test_body_over_one_mebibyte_is_413(partner):

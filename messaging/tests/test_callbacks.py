@@ -147,6 +147,20 @@ def test_a_nul_character_is_422_naming_the_field_and_changes_nothing(
     assert not CallbackLog.objects.exists()
 
 
+def test_a_callback_nested_too_deep_is_422_and_changes_nothing(
+    client, sent_message, webhook_connector
+):
+    nested: list = []
+    for _ in range(200):
+        nested = [nested]
+    payload = {"type": "delivered", "message_id": sent_message.pk, "extra": nested}
+    response = post_callback(client, webhook_connector, payload)
+    assert response.status_code == 422
+    assert "deeper than 64 levels" in response.json()["detail"]
+    sent_message.refresh_from_db()
+    assert sent_message.state == MessageState.SENT
+
+
 def test_phone_number_and_message_text_are_stripped_not_500(
     client, sent_message, webhook_connector
 ):
