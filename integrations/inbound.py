@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
@@ -27,7 +26,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from standardwebhooks import Webhook
 
-from integrations.problems import MAX_JSON_DEPTH, json_deeper_than
+from integrations.problems import MAX_JSON_DEPTH, json_deeper_than, json_loads
 
 MAX_ID_LENGTH = 255
 
@@ -126,7 +125,7 @@ def verify_inbound(
         raise InboundVerificationError("no matching signature", code="bad_signature")
 
     try:
-        payload = json.loads(text)
+        payload = json_loads(text)
     except (ValueError, RecursionError):
         raise InboundVerificationError("body is not JSON", code="bad_body") from None
     if json_deeper_than(payload, MAX_JSON_DEPTH):

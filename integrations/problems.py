@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpResponse
@@ -269,7 +270,7 @@ def problem_exception_handler(exc, context):
     elif isinstance(exc, exceptions.ParseError):
         # Never echo the parser's message: it may quote the body. Ours don't.
         detail = "The body is not valid JSON."
-        if isinstance(exc, NestedTooDeep):
+        if isinstance(exc, ReadableParseError):
             detail = str(exc.detail)
         problem_type = "malformed-body"
     else:
@@ -294,11 +295,41 @@ def problem_exception_handler(exc, context):
 # --- a parser that caps the body and never echoes it ----------------------------------
 
 
-class NestedTooDeep(exceptions.ParseError):
+class ReadableParseError(exceptions.ParseError):
+    """A parse error whose own text is shown (it never quotes the body)."""
+
+
+class NestedTooDeep(ReadableParseError):
     default_detail = (
         f"The body nests objects and lists deeper than {MAX_JSON_DEPTH} levels; "
         "Baton reads no deeper."
     )
+
+
+class NumberOutOfRange(ReadableParseError):
+    default_detail = (
+        "The body holds a number beyond the range of a double (about 1.8e308), "
+        "which Baton cannot store."
+    )
+
+
+class _InfiniteNumber(ValueError):
+    pass
+
+
+def finite_float(text: str) -> float:
+    """json's parse_float: '1e999' would read as infinity, which no JSON
+    column stores (PostgreSQL refuses it: a 500)."""
+    value = float(text)
+    if math.isinf(value):
+        raise _InfiniteNumber(text[:20])
+    return value
+
+
+def json_loads(text: str):
+    """json.loads as every inbound body is read: no NaN or Infinity, no
+    number that reads as infinity (ValueError for all of them)."""
+    return json.loads(text, parse_constant=_reject_constant, parse_float=finite_float)
 
 
 class LimitedJSONParser(JSONParser):
@@ -314,7 +345,9 @@ class LimitedJSONParser(JSONParser):
             raise exceptions.ParseError("empty body")
         too_deep = NestedTooDeep()
         try:
-            data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+            data = json_loads(raw.decode("utf-8"))
+        except _InfiniteNumber:
+            raise NumberOutOfRange() from None
         except (ValueError, UnicodeDecodeError):
             raise exceptions.ParseError("invalid JSON") from None
         except RecursionError:

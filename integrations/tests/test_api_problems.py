@@ -64,6 +64,20 @@ def test_json_at_the_depth_limit_is_read(partner, program):
     assert partner.post("/api/v1/events/", raw=raw).status_code == 202
 
 
+@pytest.mark.parametrize("number", ["1e999", "-1e999"])
+def test_a_number_beyond_a_double_is_a_problem_400_saying_so(partner, number):
+    # given: Python reads it as infinity, which PostgreSQL's jsonb refuses (a 500)
+    raw = (
+        '{"id": "big", "type": "x.y", "external_ref": "r", '
+        f'"occurred_at": "2026-01-05T10:00:00Z", "data": {{"n": {number}}}}}'
+    )
+    # when
+    response = partner.post("/api/v1/events/", raw=raw)
+    # then
+    assert response.status_code == 400
+    assert "beyond the range of a double" in problem(response)["detail"]
+
+
 def test_body_over_one_mebibyte_is_413(partner):
     # given
     raw = '{"pad": "' + "x" * MAX_BODY_BYTES + '"}'

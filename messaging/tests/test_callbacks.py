@@ -161,6 +161,19 @@ def test_a_callback_nested_too_deep_is_422_and_changes_nothing(
     assert sent_message.state == MessageState.SENT
 
 
+def test_a_callback_with_an_infinite_number_is_422_and_changes_nothing(
+    client, sent_message, webhook_connector
+):
+    # json.dumps writes `Infinity`, which Python's json reads back but no
+    # jsonb column stores (a 500 on PostgreSQL)
+    payload = {"type": "delivered", "message_id": sent_message.pk, "cost": float("inf")}
+    response = post_callback(client, webhook_connector, payload)
+    assert response.status_code == 422
+    sent_message.refresh_from_db()
+    assert sent_message.state == MessageState.SENT
+    assert not CallbackLog.objects.exists()
+
+
 def test_phone_number_and_message_text_are_stripped_not_500(
     client, sent_message, webhook_connector
 ):
