@@ -2,8 +2,9 @@ from functools import wraps
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.core.exceptions import ValidationError
 from django.http import HttpResponseRedirect
+
+from programs.lookups import is_key_of
 
 
 class BatonAdminSite(admin.AdminSite):
@@ -26,7 +27,9 @@ class BatonAdminSite(admin.AdminSite):
 
         @wraps(view)
         def checked_view(request, *args, **kwargs):
-            if request.method == "POST" and not _readable_ids(model_admin.model, request):
+            selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+            pk = model_admin.model._meta.pk
+            if request.method == "POST" and not all(is_key_of(pk, v) for v in selected):
                 messages.warning(
                     request,
                     "Items are selected by their ids; the ones posted are not ids. "
@@ -36,15 +39,3 @@ class BatonAdminSite(admin.AdminSite):
             return view(request, *args, **kwargs)
 
         return super().admin_view(checked_view, cacheable)
-
-
-def _readable_ids(model, request) -> bool:
-    pk = model._meta.pk
-    try:
-        for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
-            if "\x00" in value:  # no text key holds one (PostgreSQL stores none)
-                return False
-            pk.to_python(value)
-    except ValidationError:
-        return False
-    return True

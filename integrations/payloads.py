@@ -23,41 +23,31 @@ class PayloadValueError(ValueError):
         self.message = message
 
 
-def nul_character_path(value, path: str = "$") -> str | None:
-    """The JSON path of the first key or string in `value` that holds a NUL
-    character, or None."""
+def _nul_at(value) -> list | None:
+    """The keys and indexes leading to the first key or string in `value`
+    that holds a NUL character (outermost first), or None. Builds nothing
+    while it finds nothing: the common case costs a walk, no path text."""
     if isinstance(value, str):
-        return path if NUL in value else None
+        return [] if NUL in value else None
     if isinstance(value, dict):
         for key, item in value.items():
-            child = join_path(path, key)
             if isinstance(key, str) and NUL in key:
-                return child
-            if found := nul_character_path(item, child):
-                return found
+                return [key]
+            if (inner := _nul_at(item)) is not None:
+                return [key, *inner]
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            if found := nul_character_path(item, join_path(path, index)):
-                return found
+            if (inner := _nul_at(item)) is not None:
+                return [index, *inner]
     return None
-
-
-def _holds_nul(value) -> bool:
-    # The common case, nothing found, without building a path per key.
-    if isinstance(value, str):
-        return NUL in value
-    if isinstance(value, dict):
-        return any(
-            (isinstance(key, str) and NUL in key) or _holds_nul(item) for key, item in value.items()
-        )
-    if isinstance(value, list | tuple):
-        return any(_holds_nul(item) for item in value)
-    return False
 
 
 def require_storable(value, path: str = "$") -> None:
     """Raise PayloadValueError naming the first NUL character in `value`."""
-    if _holds_nul(value) and (where := nul_character_path(value, path)) is not None:
+    steps = _nul_at(value)
+    if steps is not None:
+        for step in steps:
+            path = join_path(path, step)
         raise PayloadValueError(
-            where, "contains the NUL character (\\u0000), which Baton cannot store"
+            path, "contains the NUL character (\\u0000), which Baton cannot store"
         )

@@ -317,7 +317,7 @@ class _InfiniteNumber(ValueError):
     pass
 
 
-def finite_float(text: str) -> float:
+def _finite_float(text: str) -> float:
     """json's parse_float: '1e999' would read as infinity, which no JSON
     column stores (PostgreSQL refuses it: a 500)."""
     value = float(text)
@@ -329,7 +329,7 @@ def finite_float(text: str) -> float:
 def json_loads(text: str):
     """json.loads as every inbound body is read: no NaN or Infinity, no
     number that reads as infinity (ValueError for all of them)."""
-    return json.loads(text, parse_constant=_reject_constant, parse_float=finite_float)
+    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 class LimitedJSONParser(JSONParser):
@@ -343,7 +343,6 @@ class LimitedJSONParser(JSONParser):
             raise PayloadTooLarge()
         if not raw.strip():
             raise exceptions.ParseError("empty body")
-        too_deep = NestedTooDeep()
         try:
             data = json_loads(raw.decode("utf-8"))
         except _InfiniteNumber:
@@ -351,9 +350,9 @@ class LimitedJSONParser(JSONParser):
         except (ValueError, UnicodeDecodeError):
             raise exceptions.ParseError("invalid JSON") from None
         except RecursionError:
-            raise too_deep from None
+            raise NestedTooDeep() from None
         if json_deeper_than(data, MAX_JSON_DEPTH):
-            raise too_deep
+            raise NestedTooDeep()
         return data
 
 

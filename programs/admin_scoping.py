@@ -7,11 +7,11 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.widgets import AutocompleteSelect
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import ValidationError
 from django.http import Http404, HttpResponseRedirect
 from django.urls import path, reverse
 
 from programs.errors import BatonError
+from programs.lookups import is_key_of
 from programs.models import Organization, Program
 from programs.tenancy import organization_ids_for, scope_queryset
 
@@ -23,15 +23,7 @@ class AutocompleteSelectOfIds(AutocompleteSelect):
 
     def optgroups(self, name, value, attr=None):
         target = self.field.target_field
-
-        def is_id(text) -> bool:
-            try:
-                target.to_python(text)
-            except ValidationError:
-                return False
-            return "\x00" not in str(text)
-
-        return super().optgroups(name, [v for v in value if is_id(v)], attr)
+        return super().optgroups(name, [v for v in value if is_key_of(target, v)], attr)
 
 
 class OrganizationScopedAdmin(admin.ModelAdmin):

@@ -55,10 +55,9 @@ def value_error_problem(exc: ValueError, path_prefix: str = "$") -> Unprocessabl
     """A service's ValueError ('field: message', or a PayloadValueError with
     its own path) -> 422 naming the field path."""
     text = str(exc)
-    match = _FIELD_MESSAGE.match(text)
     if isinstance(exc, PayloadValueError):
         path, message = path_prefix + exc.path[1:], exc.message
-    elif match:
+    elif match := _FIELD_MESSAGE.match(text):
         path, message = f"{path_prefix}.{match[1]}", match[2]
     else:
         path, message = path_prefix, text
