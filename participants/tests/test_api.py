@@ -1,6 +1,7 @@
 """Partner endpoints: referrals, enrollments, transitions, events, batch;
 the object-level authorization matrix (S1) and mass assignment (S2)."""
 
+from base64 import b64encode
 from datetime import timedelta
 
 import pytest
@@ -115,6 +116,37 @@ def test_enrollment_list_filters_and_paginates(partner, program):
     assert [r["external_ref"] for r in by_ref["results"]] == ["REF-3"]
     assert later["results"] == []
     assert partner.get("/api/v1/enrollments/", {"state": "nope"}).status_code == 422
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/enrollments/", "/api/v1/exceptions/", "/api/v1/webhook-endpoints/"]
+)
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "garbage",  # not base64: DRF's "Invalid cursor" was a 404
+        b64encode(b"p=notadate").decode(),  # a position no ordering field reads: 500
+        b64encode(b"p=x").decode(),
+        b64encode(b"r=1&p=%00").decode(),  # a NUL reached PostgreSQL: 500
+    ],
+)
+def test_a_tampered_cursor_is_422_naming_it(partner, program, path, cursor):
+    partner.post("/api/v1/referrals/", REFERRAL)
+
+    response = partner.get(path, {"cursor": cursor})
+
+    assert response.status_code == 422, response.content
+    assert problem(response)["errors"][0]["path"] == "query:cursor"
+
+
+def test_a_cursor_past_every_id_is_an_empty_page(partner, program):
+    partner.post("/api/v1/referrals/", REFERRAL)
+    beyond_64_bits = b64encode(b"p=99999999999999999999999").decode()
+
+    response = partner.get("/api/v1/exceptions/", {"cursor": beyond_64_bits, "state": "open"})
+
+    assert response.status_code == 200
+    assert response.json()["results"] == []
 
 
 def test_enrollment_list_query_count_is_constant(partner, program, django_assert_max_num_queries):
