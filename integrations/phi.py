@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
+from integrations.problems import quoted_key
+
 # --- key names ------------------------------------------------------------------
 
 # Joined (lower-case, separators removed) key names, exact match.
@@ -489,8 +491,7 @@ def _allowed(path: str, allow: frozenset[str]) -> bool:
 def _child_path(path: str, key: str) -> str:
     if key.isidentifier():
         return f"{path}.{key}"
-    escaped = key.replace("\\", "\\\\").replace("'", "\\'")
-    return f"{path}['{escaped}']"
+    return path + quoted_key(key)
 
 
 def phi_scan(data, *, allow=frozenset(), limit: int = 20) -> list[PhiFinding]:

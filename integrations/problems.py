@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpResponse
@@ -146,7 +147,24 @@ def join_path(path: str, key) -> str:
         return path
     if key.isidentifier():
         return f"{path}.{key}"
-    return f"{path}['{key}']"
+    return path + quoted_key(key)
+
+
+# A quote or backslash is escaped so the path reads back; a control
+# character or a lone surrogate is written as its \uXXXX escape, so a path is
+# always printable text (DRF renders UTF-8, which a surrogate cannot be: a
+# 500 while answering 422).
+_NEEDS_ESCAPE = re.compile("[\\\\'\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def _escape(match) -> str:
+    char = match.group()
+    return "\\" + char if char in "\\'" else f"\\u{ord(char):04x}"
+
+
+def quoted_key(key: str) -> str:
+    """A non-identifier key as a path step: `['a b']`, `['it\\'s']`, `['k\\u0000']`."""
+    return f"['{_NEEDS_ESCAPE.sub(_escape, key)}']"
 
 
 def flatten_errors(detail, path: str = "$") -> list[dict]:

@@ -1,6 +1,7 @@
 """Partner endpoints: referrals, enrollments, transitions, events, batch;
 the object-level authorization matrix (S1) and mass assignment (S2)."""
 
+import json
 from base64 import b64encode
 from datetime import timedelta
 
@@ -254,8 +255,56 @@ def test_a_nul_character_in_event_data_is_422_naming_its_path_single_and_batch(
     assert error["path"] == "$.data.note[1]"
     assert "NUL character" in error["message"]
     assert [r["status"] for r in batch.json()["results"]] == [422, 202]
-    assert batch.json()["results"][0]["errors"][0]["path"] == "$.events[0].data['k\u0000']"
+    assert batch.json()["results"][0]["errors"][0]["path"] == "$.events[0].data['k\\u0000']"
     assert set(ParticipantEvent.objects.values_list("event_id", flat=True)) == {"n-3"}
+
+
+@pytest.mark.parametrize(
+    ("raw_data", "path"),
+    [
+        ('{"note": ["fine", "a\\udc00b"]}', "$.data.note[1]"),
+        ('{"k\\udc00": 1}', "$.data['k\\udc00']"),
+        ('{"\\ud800": {"n": 1}}', "$.data['\\ud800']"),
+    ],
+)
+def test_a_lone_surrogate_in_event_data_is_422_naming_its_path_single_and_batch(
+    partner, enrollment_id, raw_data, path
+):
+    # given: JSON's "\udc00" decodes to a string that is no valid Unicode;
+    # PostgreSQL's jsonb refused it at the INSERT (500, and in a batch a
+    # "retry" that never succeeds), SQLite stored it
+    def body(event_id):
+        return (
+            f'{{"id": "{event_id}", "type": "eligibility.screened", "external_ref": "EHR-7F3K2",'
+            f' "occurred_at": "2026-01-05T10:00:00Z", "data": {raw_data}}}'
+        )
+
+    # when
+    single = partner.post("/api/v1/events/", raw=body("s-1"))
+    batch = partner.post(
+        "/api/v1/events/batch/", raw=f'{{"events": [{body("s-2")}, {json.dumps(event("s-3"))}]}}'
+    )
+    # then: the path is printable text, the surrogate written as an escape
+    assert single.status_code == 422, single.content
+    [error] = problem(single)["errors"]
+    assert error["path"] == path
+    assert "lone UTF-16 surrogate" in error["message"]
+    assert batch.status_code == 200, batch.content
+    assert [r["status"] for r in batch.json()["results"]] == [422, 202]
+    assert batch.json()["results"][0]["errors"][0]["path"] == "$.events[0]" + path[1:]
+    assert set(ParticipantEvent.objects.values_list("event_id", flat=True)) == {"s-3"}
+
+
+def test_phi_under_a_key_holding_a_lone_surrogate_is_named_in_printable_text(partner):
+    raw = (
+        '{"id": "p-1", "type": "eligibility.screened", "external_ref": "EHR-7F3K2",'
+        ' "occurred_at": "2026-01-05T10:00:00Z", "data": {"\\ud800": {"email": "x@y.org"}}}'
+    )
+
+    response = partner.post("/api/v1/events/", raw=raw)
+
+    assert response.status_code == 422
+    assert problem(response)["errors"][0]["path"] == "$.data['\\ud800'].email"
 
 
 def test_an_event_from_more_than_a_day_ahead_is_422_and_changes_nothing(
