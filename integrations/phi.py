@@ -460,11 +460,14 @@ KIND_LABELS = {
 }
 
 
+_WHERE = {"key": "the key", "value": "the value", "keys": "one of its keys"}
+
+
 @dataclass(frozen=True)
 class PhiFinding:
     path: str
     kind: str
-    where: str  # "key" or "value"
+    where: str  # "key" (its name), "value", or "keys" (the text of a key of the object)
 
     def as_error(self) -> dict:
         label = KIND_LABELS.get(self.kind, self.kind)
@@ -472,7 +475,7 @@ class PhiFinding:
             "path": self.path,
             "kind": self.kind,
             "code": "phi_detected",
-            "message": f"looks like {label} (found in the {self.where}); "
+            "message": f"looks like {label} (found in {_WHERE[self.where]}); "
             "send an opaque reference instead",
         }
 
@@ -516,7 +519,10 @@ def phi_scan(data, *, allow=frozenset(), limit: int = 20) -> list[PhiFinding]:
                 kind, is_date_key, text_kind = _classify_key(key)
                 if kind is None:
                     if text_kind:
-                        findings.append(PhiFinding(child_path, text_kind, "key"))
+                        # The key itself is the identifier (an email address
+                        # used as a key): name the object holding it, since
+                        # a path through the key would repeat it.
+                        findings.append(PhiFinding(path, text_kind, "keys"))
                         continue
                 elif child not in (None, "", [], {}, False):
                     # an empty value under a PHI-named key carries nothing

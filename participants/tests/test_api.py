@@ -259,6 +259,27 @@ def test_a_nul_character_in_event_data_is_422_naming_its_path_single_and_batch(
     assert set(ParticipantEvent.objects.values_list("event_id", flat=True)) == {"n-3"}
 
 
+def test_an_identifier_used_as_a_key_is_422_and_no_error_repeats_it(partner, enrollment_id):
+    # given: an email address as a key of event data (the path used to be
+    # $.data['jane.doe@example.org'], repeating it in the error)
+    leaky = event("k-1", **{"jane.doe@example.org": 1})
+    # when
+    single = partner.post("/api/v1/events/", leaky)
+    batch = partner.post("/api/v1/events/batch/", {"events": [leaky]})
+    # then
+    assert single.status_code == 422
+    assert problem(single)["errors"][0] == {
+        "path": "$.data",
+        "kind": "email",
+        "code": "phi_detected",
+        "message": "looks like an e-mail address (found in one of its keys); "
+        "send an opaque reference instead",
+    }
+    assert batch.json()["results"][0]["errors"][0]["path"] == "$.events[0].data"
+    assert b"jane" not in single.content and b"jane" not in batch.content
+    assert not ParticipantEvent.objects.exists()
+
+
 @pytest.mark.parametrize(
     ("raw_data", "path"),
     [
