@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from integrations.api.fields import ChoiceField
 from programs.models import ExceptionState, OpsException, Program, Severity
 
 
@@ -49,11 +50,11 @@ class ExceptionOutputSerializer(serializers.ModelSerializer):
 
 
 class ExceptionFilterSerializer(serializers.Serializer):
-    state = serializers.ChoiceField(
+    state = ChoiceField(
         choices=[*ExceptionState.values, "active"],
         required=False,
         help_text="`active` (default) = open, claimed or snoozed.",
     )
     program = serializers.SlugField(required=False, max_length=50)
     kind = serializers.CharField(required=False, max_length=40)
-    severity = serializers.ChoiceField(choices=Severity.values, required=False)
+    severity = ChoiceField(choices=Severity.values, required=False)

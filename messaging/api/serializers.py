@@ -1,12 +1,13 @@
 from rest_framework import serializers
 
+from integrations.api.fields import ChoiceField
 from integrations.connectors import CALLBACK_TYPES
 
 
 class CallbackInputSerializer(serializers.Serializer):
     """Baton's vendor callback format (documentation; the view verifies raw bytes)."""
 
-    type = serializers.ChoiceField(choices=CALLBACK_TYPES)
+    type = ChoiceField(choices=CALLBACK_TYPES)
     message_id = serializers.IntegerField(required=False, help_text="Baton's message id.")
     vendor_message_id = serializers.CharField(required=False, max_length=200)
     participant_ref = serializers.CharField(
@@ -22,7 +23,7 @@ class StrippedFieldSerializer(serializers.Serializer):
 
 
 class CallbackOutputSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["applied", "duplicate", "ignored"])
+    status = ChoiceField(choices=["applied", "duplicate", "ignored"])
     detail = serializers.CharField()
     message_id = serializers.IntegerField(allow_null=True)
     stripped = StrippedFieldSerializer(many=True)

@@ -14,6 +14,7 @@ from zoneinfo import available_timezones
 from django.utils import timezone
 from rest_framework import serializers
 
+from integrations.api.fields import ChoiceField, OffsetDateTimeField
 from participants.models import (
     TRANSITION_PAST,
     Enrollment,
@@ -50,7 +51,7 @@ class ReferralInputSerializer(serializers.Serializer):
 
 
 class TransitionInputSerializer(serializers.Serializer):
-    transition = serializers.ChoiceField(choices=list(TRANSITION_PAST))
+    transition = ChoiceField(choices=list(TRANSITION_PAST))
     reason = serializers.CharField(max_length=1000, required=False, allow_blank=True)
 
 
@@ -62,26 +63,21 @@ class EventInputSerializer(serializers.Serializer):
         help_text="Dotted event type, e.g. device.shipped.",
     )
     external_ref = serializers.CharField(max_length=200, help_text=REF_HELP)
-    occurred_at = serializers.DateTimeField(help_text="ISO 8601 with an offset.")
+    occurred_at = OffsetDateTimeField(help_text="ISO 8601 with an offset.")
     data = serializers.DictField(required=False, help_text="Operational fields only; no PHI.")
-
-    def validate_occurred_at(self, value):
-        from django.utils import timezone
-
-        if timezone.is_naive(value):
-            raise serializers.ValidationError("must carry a timezone offset")
-        return value
 
 
 class EventBatchInputSerializer(serializers.Serializer):
+    # Items are checked one by one (each gets its own result): an item that
+    # is no object is that item's 422, not the whole batch's.
     events = serializers.ListField(
-        child=serializers.DictField(), min_length=1, max_length=500, help_text="1-500 events."
+        child=serializers.JSONField(), min_length=1, max_length=500, help_text="1-500 events."
     )
 
 
 class EnrollmentFilterSerializer(serializers.Serializer):
     program = serializers.SlugField(required=False, max_length=50)
-    state = serializers.ChoiceField(choices=EnrollmentState.values, required=False)
+    state = ChoiceField(choices=EnrollmentState.values, required=False)
     external_ref = serializers.CharField(required=False, max_length=200)
     updated_after = serializers.DateTimeField(required=False)
 
@@ -147,7 +143,7 @@ class EventOutputSerializer(serializers.ModelSerializer):
     id = serializers.CharField(source="event_id")
     type = serializers.CharField(source="event_type")
     status = serializers.SerializerMethodField()
-    disposition = serializers.ChoiceField(choices=EventDisposition.choices)
+    disposition = ChoiceField(choices=EventDisposition.choices)
 
     class Meta:
         model = ParticipantEvent

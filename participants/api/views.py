@@ -307,8 +307,13 @@ def batch_events(request) -> list[dict]:
     return validated_body(EventBatchInputSerializer, request)["events"]
 
 
-def _item_id(item: dict):
-    return item.get("id") if isinstance(item.get("id"), str) else None
+def _item_id(item):
+    """The item's event id as it is stored (EventInputSerializer's CharField
+    takes a number as its text), or None."""
+    event_id = item.get("id") if isinstance(item, dict) else None
+    if isinstance(event_id, bool) or not isinstance(event_id, str | int | float):
+        return None
+    return str(event_id)
 
 
 def _item_problem(exc: Problem, index: int, item_id, path: str) -> dict:

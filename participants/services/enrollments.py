@@ -162,7 +162,7 @@ def enrollment_transition(
     if transition not in ALL_TRANSITIONS:
         raise ValueError(f"unknown transition {transition!r}; known: {', '.join(ALL_TRANSITIONS)}")
     if transition == "withdraw" and not (reason or "").strip():
-        raise ValueError("a reason is required to withdraw an enrollment")
+        raise ValueError("reason: a reason is required to withdraw an enrollment")
     actor = as_actor(actor)
     with transaction.atomic():
         enrollment = lock_enrollment(enrollment_id)

@@ -328,6 +328,77 @@ def test_phi_under_a_key_holding_a_lone_surrogate_is_named_in_printable_text(par
     assert problem(response)["errors"][0]["path"] == "$.data['\\ud800'].email"
 
 
+def test_occurred_at_without_an_offset_is_422_single_and_batch(partner, enrollment_id):
+    # given: local time without an offset (DRF used to read it as the
+    # server's timezone and store it, hours off, without a word)
+    local = event("tz-1")
+    local["occurred_at"] = "2026-01-05T10:00:00"
+    # when
+    single = partner.post("/api/v1/events/", local)
+    batch = partner.post("/api/v1/events/batch/", {"events": [local, event("tz-2")]})
+    # then
+    assert single.status_code == 422
+    [error] = problem(single)["errors"]
+    assert error["path"] == "$.occurred_at" and "offset" in error["message"]
+    assert [r["status"] for r in batch.json()["results"]] == [422, 202]
+    assert list(ParticipantEvent.objects.values_list("event_id", flat=True)) == ["tz-2"]
+
+
+def test_a_batch_item_that_is_no_object_fails_alone(partner, enrollment_id):
+    numeric_id = {**event(), "id": 123}
+
+    response = partner.post(
+        "/api/v1/events/batch/", {"events": [event("b-1"), "notadict", 7, numeric_id]}
+    )
+
+    assert response.status_code == 200, response.content
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == [202, 422, 422, 202]
+    assert results[1]["errors"][0]["path"] == "$.events[1]"
+    assert results[3]["id"] == "123"  # stored as text, reported as stored
+    assert set(ParticipantEvent.objects.values_list("event_id", flat=True)) == {"b-1", "123"}
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/api/v1/enrollments/", {"state": "jane.doe@example.org"}),
+        ("/api/v1/exceptions/", {"severity": "123-45-6789"}),
+        ("/api/v1/exceptions/", {"state": "jane.doe@example.org"}),
+    ],
+)
+def test_an_invalid_choice_is_422_naming_the_choices_without_repeating_the_value(
+    partner, program, path, params
+):
+    response = partner.get(path, params)
+
+    assert response.status_code == 422
+    assert b"jane" not in response.content and b"6789" not in response.content
+    assert "must be one of:" in problem(response)["errors"][0]["message"]
+
+
+def test_an_unknown_transition_is_422_without_repeating_it(partner, enrollment_id):
+    response = partner.post(
+        f"/api/v1/enrollments/{enrollment_id}/transitions/", {"transition": "jane_doe_secret"}
+    )
+
+    assert response.status_code == 422
+    assert b"jane_doe_secret" not in response.content
+    [error] = problem(response)["errors"]
+    assert error["path"] == "$.transition" and "withdraw" in error["message"]
+
+
+def test_withdraw_without_a_reason_is_422_naming_the_reason_field(partner, enrollment_id):
+    response = partner.post(
+        f"/api/v1/enrollments/{enrollment_id}/transitions/", {"transition": "withdraw"}
+    )
+
+    assert response.status_code == 422
+    [error] = problem(response)["errors"]
+    assert error["path"] == "$.reason"
+    assert error["message"] == "a reason is required to withdraw an enrollment"
+
+
 def test_an_event_from_more_than_a_day_ahead_is_422_and_changes_nothing(
     partner, enrollment_id, settings
 ):
