@@ -46,6 +46,7 @@ TITLES = {
     405: "Method not allowed",
     406: "Not acceptable",
     409: "Conflict",
+    411: "Length required",
     413: "Payload too large",
     415: "Unsupported media type",
     422: "Unprocessable content",
@@ -413,6 +414,23 @@ def _django_problem(request, status_code, problem_type, detail):
         status_code, problem_type=problem_type, detail=detail, instance=request.path
     )
     return HttpResponse(json.dumps(body), status=status_code, content_type=PROBLEM_CONTENT_TYPE)
+
+
+def length_required_problem(request) -> HttpResponse | None:
+    """411 for a body sent without Content-Length (`Transfer-Encoding:
+    chunked`): the WSGI server decodes it, but Django reads only as many
+    bytes as Content-Length says, so the view saw an empty body and answered
+    with a misleading "field required" for every field. None otherwise."""
+    if request.META.get("CONTENT_LENGTH") or not request.META.get("HTTP_TRANSFER_ENCODING"):
+        return None
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return None
+    return _django_problem(
+        request,
+        411,
+        "length-required",
+        "Send the body with a Content-Length header; chunked request bodies are not read.",
+    )
 
 
 def is_api_path(request) -> bool:

@@ -20,13 +20,16 @@ for every request. API responses still get `X-Frame-Options: DENY` and
 `process_view` hooks of the skipped middleware still run (Django calls them
 from the URL resolver): only CsrfViewMiddleware has one, and DRF views are
 CSRF exempt. A trailing-slash redirect (CommonMiddleware) does not happen
-for API paths: a URL without its slash is a 404.
+for API paths: a URL without its slash is a 404. A body sent without
+Content-Length (chunked) is a 411 here, before any view reads it as empty.
 """
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+from integrations.problems import length_required_problem
 
 
 class ApiFastPathEnd:
@@ -68,7 +71,7 @@ class ApiFastPathMiddleware:
         path = request.path_info
         if not path.startswith(self.prefix) or (self.exclude and path.startswith(self.exclude)):
             return self.get_response(request)
-        response = self.api_response(request)
+        response = length_required_problem(request) or self.api_response(request)
         if "X-Frame-Options" not in response:
             response["X-Frame-Options"] = "DENY"
         if "Cache-Control" not in response:

@@ -162,3 +162,32 @@ def test_with_redis_two_workers_share_one_throttle_budget(partner, settings, mon
         workers[0].clear()
     # then: the budget is the key's, not each worker's: the 5th is refused
     assert statuses == [200, 200, 200, 200, 429, 429]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chunked_body_is_411_not_read_as_empty(live_server, org):
+    # given: a partner client streaming its body (Transfer-Encoding: chunked,
+    # no Content-Length); Django read it as empty and answered 422 "field
+    # required" for every field, and a 1.05 MiB stream got that too, not 413
+    import httpx
+
+    from integrations.tests.api_fixtures import make_key
+
+    _client, key = make_key(org)
+    body = json.dumps({"id": "c-1", "type": "device.synced", "external_ref": "EHR-1"}).encode()
+
+    def chunks():
+        yield body[:10]
+        yield body[10:]
+
+    # when
+    response = httpx.post(
+        f"{live_server.url}/api/v1/events/",
+        content=chunks(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    # then
+    assert response.request.headers["Transfer-Encoding"] == "chunked"
+    assert response.status_code == 411
+    assert response.headers["Content-Type"].startswith("application/problem+json")
+    assert "Content-Length" in response.json()["detail"]
