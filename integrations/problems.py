@@ -433,6 +433,26 @@ def length_required_problem(request) -> HttpResponse | None:
     )
 
 
+def problem_for_debug_page(request, response):
+    """The problem+json answer for a 4xx that Django rendered as its HTML
+    debug page (DEBUG=True skips handler404 for a URL that resolves to
+    nothing, e.g. a path without its trailing slash), else `response`.
+    A 500's debug page stays: with DEBUG on, a developer is reading it."""
+    if not 400 <= response.status_code < 500:
+        return response
+    if not response.get("Content-Type", "").startswith("text/html"):
+        return response
+    problem_type = {404: "not-found", 405: "method-not-allowed"}.get(
+        response.status_code, "bad-request"
+    )
+    detail = (
+        "No such resource."
+        if response.status_code == 404
+        else TITLES.get(response.status_code, "Bad request") + "."
+    )
+    return _django_problem(request, response.status_code, problem_type, detail)
+
+
 def is_api_path(request) -> bool:
     return request.path.startswith("/api/")
 

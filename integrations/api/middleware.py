@@ -22,6 +22,8 @@ from the URL resolver): only CsrfViewMiddleware has one, and DRF views are
 CSRF exempt. A trailing-slash redirect (CommonMiddleware) does not happen
 for API paths: a URL without its slash is a 404. A body sent without
 Content-Length (chunked) is a 411 here, before any view reads it as empty.
+With DEBUG on, a 4xx Django rendered as its HTML debug page (a URL that
+resolves to nothing) becomes problem+json too, as the guide promises.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from integrations.problems import length_required_problem
+from integrations.problems import length_required_problem, problem_for_debug_page
 
 
 class ApiFastPathEnd:
@@ -72,6 +74,8 @@ class ApiFastPathMiddleware:
         if not path.startswith(self.prefix) or (self.exclude and path.startswith(self.exclude)):
             return self.get_response(request)
         response = length_required_problem(request) or self.api_response(request)
+        if settings.DEBUG:
+            response = problem_for_debug_page(request, response)
         if "X-Frame-Options" not in response:
             response["X-Frame-Options"] = "DENY"
         if "Cache-Control" not in response:

@@ -191,3 +191,17 @@ def test_a_chunked_body_is_411_not_read_as_empty(live_server, org):
     assert response.status_code == 411
     assert response.headers["Content-Type"].startswith("application/problem+json")
     assert "Content-Length" in response.json()["detail"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/v1/programs", "/api/v1/nope/", "/api/v1/enrollments/abc/"])
+def test_with_debug_on_an_unknown_api_path_is_still_problem_json(partner, settings, path):
+    # given: DEBUG (as `make demo` runs) answered these with Django's HTML
+    # debug page, which lists every URL pattern
+    settings.DEBUG = True
+
+    response = partner.get(path)
+
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("application/problem+json")
+    assert response.json()["instance"] == path
