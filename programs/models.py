@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
-from django_fsm import FSMField, FSMModelMixin, transition
+from django_fsm import GET_STATE, FSMField, FSMModelMixin, transition
 
 from programs.errors import AppendOnlyError, ImmutableVersionError
 
@@ -454,8 +454,16 @@ class OpsException(FSMModelMixin, models.Model):
     def snooze(self, until):
         self.snoozed_until = until
 
-    @transition(field=state, source=ExceptionState.SNOOZED, target=ExceptionState.OPEN)
+    @transition(
+        field=state,
+        source=ExceptionState.SNOOZED,
+        target=GET_STATE(
+            lambda item: ExceptionState.CLAIMED if item.assignee_id else ExceptionState.OPEN,
+            states=[ExceptionState.CLAIMED, ExceptionState.OPEN],
+        ),
+    )
     def wake(self):
+        """Back to whoever held it (claimed), or to the unassigned queue (open)."""
         self.snoozed_until = None
 
     @transition(field=state, source=list(ACTIVE_EXCEPTION_STATES), target=ExceptionState.RESOLVED)

@@ -121,7 +121,9 @@ class QueueFilters:
 
 
 TAB_STATES = {
-    "mine": (ExceptionState.CLAIMED, ExceptionState.SNOOZED),
+    # Open too: an item woken from a snooze before wake returned it to its
+    # holder could stay open with an assignee, in no tab but "All open".
+    "mine": (ExceptionState.CLAIMED, ExceptionState.SNOOZED, ExceptionState.OPEN),
     "unassigned": (ExceptionState.OPEN,),
     "open": tuple(ACTIVE_EXCEPTION_STATES),
 }

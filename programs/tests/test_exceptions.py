@@ -1,6 +1,7 @@
 from datetime import timedelta
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from integrations.models import OutboxEvent
@@ -96,6 +97,45 @@ def test_opening_writes_audit_and_outbox_event(org):
     assert AuditEvent.objects.filter(action="exception.opened", object_id=str(item.pk)).exists()
     event = OutboxEvent.objects.get(event_type="programs.exception.opened")
     assert event.payload["exception_id"] == item.pk
+
+
+@pytest.mark.django_db
+def test_a_claimed_item_wakes_back_into_its_holders_queue(org, coordinator, client):
+    # given: a coordinator snoozes an item they hold; before, waking made it
+    # "open" but still assigned: in neither My queue nor Unassigned, and
+    # out of reach of Claim next
+    item, _ = raise_item(org)
+    exception_claim(exception_id=item.pk, actor=coordinator)
+    exception_snooze(
+        exception_id=item.pk, actor=coordinator, until=timezone.now() + timedelta(hours=1)
+    )
+    OpsException.objects.filter(pk=item.pk).update(
+        snoozed_until=timezone.now() - timedelta(seconds=1)
+    )
+    # when
+    assert wake_snoozed_exceptions() == {"woken": 1}
+    # then
+    item.refresh_from_db()
+    assert (item.state, item.assignee) == ("claimed", coordinator)
+    wake = AuditEvent.objects.get(action="exception.wake", object_id=str(item.pk))
+    assert (wake.from_state, wake.to_state) == ("snoozed", "claimed")
+    client.force_login(coordinator)
+    mine = client.get(reverse("console:queue", args=["mine"]))
+    assert f"#{item.pk}" in mine.content.decode()
+
+
+@pytest.mark.django_db
+def test_an_open_item_left_with_an_assignee_is_in_its_holders_queue(org, coordinator, client):
+    # given: an item an earlier wake left open but assigned
+    item, _ = raise_item(org)
+    OpsException.objects.filter(pk=item.pk).update(assignee=coordinator)
+    # when
+    client.force_login(coordinator)
+    mine = client.get(reverse("console:queue", args=["mine"]))
+    unassigned = client.get(reverse("console:queue", args=["unassigned"]))
+    # then
+    assert f"#{item.pk}" in mine.content.decode()
+    assert f"#{item.pk}" not in unassigned.content.decode()
 
 
 @pytest.mark.django_db
