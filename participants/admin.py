@@ -119,6 +119,15 @@ class StepInline(ReadOnlyTabularInline):
     readonly_fields = fields
     ordering = ["id"]
 
+    def get_fields(self, request, obj=None):
+        """No Complete button for whoever may not change the enrollment (an
+        auditor): the step view would refuse it with a 403."""
+        fields = list(super().get_fields(request, obj))
+        enrollment_admin = self.admin_site._registry.get(self.parent_model)
+        if enrollment_admin is None or not enrollment_admin.has_change_permission(request, obj):
+            fields.remove("complete_button")
+        return fields
+
     @admin.display(description="")
     def complete_button(self, step):
         if not step.is_open:

@@ -97,6 +97,7 @@ def test_auditor_can_view_but_not_act(client, auditor, mini_enrollment):
     page = client.get(reverse("admin:participants_enrollment_change", args=[mini_enrollment.pk]))
     assert page.status_code == 200
     assert 'value="Withdraw"' not in page.text
+    assert ">Complete</button>" not in page.text  # offered, then refused with 403
     step = mini_enrollment.steps.get()
     client.post(
         reverse("admin:participants_enrollment_complete_step", args=[mini_enrollment.pk, step.pk])
