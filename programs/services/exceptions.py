@@ -133,6 +133,9 @@ def exception_raise(
     raise RuntimeError(f"could not raise or bump exception {dedup_key!r}")
 
 
+_CLOSED_ACTION = {"resolve": "resolved", "dismiss": "dismissed"}
+
+
 def _close(item: OpsException, *, transition: str, actor: Actor, note: str, auto: bool):
     from_state = item.state
     if transition == "resolve":
@@ -142,7 +145,7 @@ def _close(item: OpsException, *, transition: str, actor: Actor, note: str, auto
     item.save()
     audit_record(
         actor=actor,
-        action=f"exception.{'auto_resolved' if auto else transition + 'd'}",
+        action=f"exception.{'auto_resolved' if auto else _CLOSED_ACTION[transition]}",
         target=item,
         organization=item.organization_id,
         from_state=from_state,

@@ -177,6 +177,8 @@ def test_full_lifecycle_claim_release_snooze_wake_resolve(org, coordinator):
 def test_closed_items_accept_no_further_actions(org, coordinator):
     item, _ = raise_item(org)
     exception_dismiss(exception_id=item.pk, actor=coordinator, reason="duplicate of #1")
+    dismissal = AuditEvent.objects.get(object_id=str(item.pk), to_state="dismissed")
+    assert dismissal.action == "exception.dismissed"  # was written "exception.dismissd"
     with pytest.raises(TransitionNotAllowed, match="it is dismissed; allowed: none"):
         exception_claim(exception_id=item.pk, actor=coordinator)
     with pytest.raises(TransitionNotAllowed):
