@@ -8,7 +8,7 @@ million rows is never counted in full on a page view; the page shows
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from django.core.exceptions import EmptyResultSet
@@ -45,6 +45,8 @@ AGE_BUCKETS = {
 }
 DUE_CHOICES = {"overdue": "Overdue", "ontime": "Within SLA"}
 ORDERING = ("-priority", "first_seen_at", "pk")
+# What ORDERING needs selected: on PostgreSQL a tab is a UNION, sorted on its columns.
+_KEY_FIELDS = ("pk", "priority", "first_seen_at")
 
 
 @dataclass(frozen=True)
@@ -206,73 +208,97 @@ def tab_counts(user) -> dict[str, CappedCount]:
 
 
 def facet_counts(tab: str, user, f: QueueFilters) -> dict:
-    """Per-value counts of each filter within the tab and the other filters.
+    """The number of items the filters select (`total`), and per filter menu
+    the count of each of its values within the tab and the *other* filters
+    (a menu's count says what picking that value would list, whatever is
+    picked in it now).
 
-    Counted over the first FACET_CAP items of the tab (in queue order) by one
-    aggregate query around the LIMITed queue query, so no row reaches Python:
-    exact below the cap; above it the counts describe the most urgent
+    Counted over the first FACET_CAP items of the tab in queue order, by one
+    aggregate statement around the LIMITed queue query, so no row reaches
+    Python: exact below the cap; above it the counts describe the most urgent
     FACET_CAP items and the page says so.
     """
     now = timezone.now()
-    fields = ("pk", "priority", "first_seen_at", "kind", "severity", "due_by")
-    sample = _top_queryset(tab, user, f, FACET_CAP, fields, now=now)
-    beyond = _top_queryset(
-        tab, user, f, FACET_CAP + 1, ("pk", "priority", "first_seen_at"), now=now, start=FACET_CAP
-    )
     q = connection.ops.quote_name
     adapt = connection.ops.adapt_datetimefield_value
-    columns, params = [], []
-
-    def case(condition, *values):
-        columns.append(f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)")
-        params.extend(values)
-
-    kind_keys = list(registry.exception_kinds)
-    for key in kind_keys:
-        case(f"t.{q('kind')} = %s", key)
-    for value in Severity.values:
-        case(f"t.{q('severity')} = %s", value)
-    for _label, low, high in AGE_BUCKETS.values():
-        if high is None:
-            case(f"t.{q('first_seen_at')} <= %s", adapt(now - low))
-        else:
-            case(
-                f"t.{q('first_seen_at')} <= %s AND t.{q('first_seen_at')} > %s",
-                adapt(now - low),
-                adapt(now - high),
+    # (SQL, params) of each value of each menu, over the sample's columns `t.`
+    menus = {
+        "kind": {k: (f"t.{q('kind')} = %s", [k]) for k in registry.exception_kinds},
+        "severity": {s: (f"t.{q('severity')} = %s", [s]) for s in Severity.values},
+        "age": {
+            key: (
+                (f"t.{q('first_seen_at')} <= %s", [adapt(now - low)])
+                if high is None
+                else (
+                    f"t.{q('first_seen_at')} <= %s AND t.{q('first_seen_at')} > %s",
+                    [adapt(now - low), adapt(now - high)],
+                )
             )
-    case(f"t.{q('due_by')} < %s", adapt(now))
+            for key, (_label, low, high) in AGE_BUCKETS.items()
+        },
+        "due": {
+            "overdue": (f"t.{q('due_by')} < %s", [adapt(now)]),
+            "ontime": (f"t.{q('due_by')} >= %s", [adapt(now)]),
+        },
+    }
+    picked = {name: getattr(f, name) for name in menus if getattr(f, name)}
+    columns, params = [], []
+    for name, values in menus.items():
+        others = [menus[other][value] for other, value in picked.items() if other != name]
+        for sql, values_params in values.values():
+            parts = [(sql, values_params), *others]
+            columns.append(
+                "SUM(CASE WHEN "
+                + " AND ".join(f"({part})" for part, _ in parts)
+                + " THEN 1 ELSE 0 END)"
+            )
+            for _part, part_params in parts:
+                params.extend(part_params)
+    fields = ("pk", "priority", "first_seen_at", "kind", "severity", "due_by")
+    unpicked = replace(f, kind="", severity="", age="", due="")
+    sample = _top_queryset(tab, user, unpicked, FACET_CAP, fields, now=now)
+    beyond = _top_queryset(
+        tab, user, unpicked, FACET_CAP + 1, _KEY_FIELDS, now=now, start=FACET_CAP
+    )
+    total, capped = _filtered_total(tab, user, f, now)
     try:
         inner_sql, inner_params = sample.query.get_compiler(using=sample.db).as_sql()
         more_sql, more_params = beyond.query.get_compiler(using=beyond.db).as_sql()
     except EmptyResultSet:
         # The filters can match no row (a program id no column can hold):
         # Django says so instead of compiling the query.
-        total, sums, more = 0, [0] * len(columns), 0
+        sums, sample_capped = [0] * len(columns), False
     else:
-        # One statement: the sums over the sample, and whether a row lies beyond it.
         sql = (
-            f"SELECT COUNT(*), {', '.join(columns)}, "  # noqa: S608 (quoted names and %s only)
+            f"SELECT {', '.join(columns)}, "  # noqa: S608 (quoted names and %s only)
             f"(SELECT COUNT(*) FROM ({more_sql}) m) FROM ({inner_sql}) t"
         )
         with connection.cursor() as cursor:
             cursor.execute(sql, [*params, *more_params, *inner_params])
-            total, *sums, more = (int(v or 0) for v in cursor.fetchone())
-    capped = more > 0
+            *sums, more = (int(v or 0) for v in cursor.fetchone())
+        sample_capped = more > 0
     it = iter(sums)
-    kinds = {k: next(it) for k in kind_keys}
-    severities = {s: next(it) for s in Severity.values}
-    ages = {a: next(it) for a in AGE_BUCKETS}
-    overdue = next(it)
+    counts = {name: {value: next(it) for value in values} for name, values in menus.items()}
     return {
-        "capped": capped,
+        "capped": capped or sample_capped,
         "sample": f"{FACET_CAP:,}",
         "total": CappedCount(total, capped),
-        "kind": kinds,
-        "severity": severities,
-        "age": ages,
-        "due": {"overdue": overdue, "ontime": total - overdue},
+        **counts,
     }
+
+
+def _filtered_total(tab, user, f, now) -> tuple[int, bool]:
+    """How many items every filter selects, counted up to FACET_CAP (and
+    whether there are more), by one statement over the LIMITed queue query."""
+    sample = _top_queryset(tab, user, f, FACET_CAP + 1, _KEY_FIELDS, now=now)
+    try:
+        inner_sql, inner_params = sample.query.get_compiler(using=sample.db).as_sql()
+    except EmptyResultSet:
+        return 0, False
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM ({inner_sql}) t", inner_params)  # noqa: S608
+        count = int(cursor.fetchone()[0])
+    return min(count, FACET_CAP), count > FACET_CAP
 
 
 def programs_for(user):

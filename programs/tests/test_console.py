@@ -551,6 +551,42 @@ def test_facet_counts_cover_every_filter_exactly_below_the_cap(client, org, coor
     assert fresh.pk in [i.pk for i in response.context["items"]]
 
 
+def test_each_menu_counts_within_the_other_filters_not_its_own(client, org, coordinator):
+    # given: two high and one low item, one of the high ones overdue
+    now = timezone.now()
+    raise_item(org, "a", severity="high")
+    late = raise_item(org, "b", severity="high")
+    raise_item(org, "c", severity="low")
+    OpsException.objects.filter(pk=late.pk).update(due_by=now - timedelta(hours=1))
+    login(client, coordinator)
+    # when: filtered to high severity and overdue
+    response = client.get(
+        reverse("console:queue", args=["open"]), {"severity": "high", "due": "overdue"}
+    )
+    # then: the list and total follow every filter; each menu's counts say
+    # what picking another value would list (they counted only the picked
+    # value: "Low (0)", "Within SLA (0)")
+    facets = response.context["facets"]
+    assert [i.pk for i in response.context["items"]] == [late.pk]
+    assert str(facets["total"]) == "1"
+    assert facets["severity"] == {"low": 0, "medium": 0, "high": 1, "critical": 0}
+    assert facets["due"] == {"overdue": 1, "ontime": 1}  # the high ones
+    unfiltered_due = client.get(reverse("console:queue", args=["open"]), {"due": "overdue"})
+    assert unfiltered_due.context["facets"]["severity"] == {
+        "low": 0,
+        "medium": 0,
+        "high": 1,
+        "critical": 0,
+    }
+    by_severity = client.get(reverse("console:queue", args=["open"]), {"severity": "high"})
+    assert by_severity.context["facets"]["severity"] == {
+        "low": 1,
+        "medium": 0,
+        "high": 2,
+        "critical": 0,
+    }
+
+
 def test_facet_counts_above_the_cap_describe_the_most_urgent_items(
     client, org, coordinator, monkeypatch
 ):
