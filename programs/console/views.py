@@ -9,6 +9,8 @@ back as a message on the page, never a 500.
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
@@ -65,6 +67,13 @@ def _safe_next(request, default):
     ):
         return target
     return default
+
+
+def _item_url(pk: int, back: str) -> str:
+    """An item's page, keeping `?next=` (where its back link and closing
+    actions lead) when there is one."""
+    url = reverse("console:item", args=[pk])
+    return f"{url}?{urlencode({'next': back})}" if back else url
 
 
 def _form_errors(form) -> str:
@@ -197,7 +206,9 @@ def item_action(request, pk, action):
     else:
         access.require_work(item.organization_id)
     actor = Actor.for_user(request.user)
-    detail_url = reverse("console:item", args=[item.pk])
+    # Back to the item (still carrying the queue the user came from), or,
+    # once the item is closed or snoozed, to that queue.
+    detail_url = _item_url(item.pk, _safe_next(request, ""))
     after_close = _safe_next(request, reverse("console:queue", args=["mine"]))
     try:
         if action == "claim":
@@ -279,7 +290,7 @@ def claim_next(request):
         messages.info(request, "Nothing to claim: the unassigned queue is empty.")
         return redirect("console:queue", tab="mine")
     messages.success(request, f"Claimed #{item.pk}: {item.title}")
-    return redirect("console:item", pk=item.pk)
+    return HttpResponseRedirect(_item_url(item.pk, _safe_next(request, "")))
 
 
 def _bulk_selection(request, access, form):

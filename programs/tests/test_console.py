@@ -1,6 +1,7 @@
 """The operations console queue: what coordinators, leads and auditors see and do."""
 
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import pytest
 from django.urls import reverse
@@ -627,3 +628,29 @@ def test_filtered_list_query_count_is_constant(
         response = client.get(reverse("console:queue", args=["open"]), query)
     assert len(response.context["items"]) == 35
     assert response.context["facets"]["severity"]["high"] == 35
+
+
+def test_claim_release_and_claim_next_keep_the_queue_the_user_came_from(client, org, coordinator):
+    # given: an item opened from a filtered queue
+    item = raise_item(org, "q1", severity="high")
+    raise_item(org, "q2", severity="high")
+    queue = reverse("console:queue", args=["unassigned"]) + "?severity=high"
+    login(client, coordinator)
+    page = client.get(reverse("console:item", args=[item.pk]), {"next": queue})
+    assert f'name="next" value="{queue}"'.replace("&", "&amp;") in page.content.decode()
+    # when: claimed, released, and the next one claimed from there
+    claim = client.post(reverse("console:item_action", args=[item.pk, "claim"]), {"next": queue})
+    release = client.post(
+        reverse("console:item_action", args=[item.pk, "release"]), {"next": queue}
+    )
+    claim_next = client.post(reverse("console:claim_next"), {"next": queue})
+    # then: each lands on an item page that still leads back to that queue
+    # (they dropped ?next=, and the back link and Dismiss led to My queue)
+    expected = f"{reverse('console:item', args=[item.pk])}?{urlencode({'next': queue})}"
+    assert claim["Location"] == expected
+    assert release["Location"] == expected
+    assert claim_next["Location"].endswith("?" + urlencode({"next": queue}))
+    refused = client.post(
+        reverse("console:item_action", args=[item.pk, "resolve"]), {"note": "", "next": queue}
+    )
+    assert refused["Location"].endswith("?" + urlencode({"next": queue}))

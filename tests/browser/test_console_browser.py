@@ -55,7 +55,8 @@ def test_coordinator_claims_next_opens_timeline_resolves_and_item_leaves_queue(
     shot(page, "queue_unassigned")
     # when: claim next
     page.click("#claim-next-form button")
-    page.wait_for_url(f"**/console/items/{item.pk}/")
+    # (the item page keeps the queue it came from, for its back link)
+    page.wait_for_url(f"**/console/items/{item.pk}/?next=**")
     assert "is now yours" in page.content() or "Claimed" in page.content()
     shot(page, "item_detail")
     # and open the timeline from the participant context
@@ -68,7 +69,7 @@ def test_coordinator_claims_next_opens_timeline_resolves_and_item_leaves_queue(
     page.keyboard.press("r")
     page.keyboard.type("Lab confirmed the result was filed")
     page.click("#resolve-form button[type=submit]")
-    page.wait_for_url("**/console/queue/**")
+    page.wait_for_url("**/console/queue/unassigned/")  # back where Claim next was pressed
     # then
     page.goto(f"{live_server.url}/console/queue/mine/")
     assert f"#{item.pk} " not in page.inner_text("main")
@@ -96,8 +97,8 @@ def test_two_browsers_claim_next_at_once_and_get_different_items(
     # when both submit "Claim next" without waiting for each other
     for page in (first, second):
         page.evaluate("document.getElementById('claim-next-form').requestSubmit()")
-    first.wait_for_url("**/console/items/*/")
-    second.wait_for_url("**/console/items/*/")
+    first.wait_for_url("**/console/items/*/?next=**")
+    second.wait_for_url("**/console/items/*/?next=**")
     # then
     first_id = first.url.rstrip("/").rsplit("/", 1)[-1]
     second_id = second.url.rstrip("/").rsplit("/", 1)[-1]
