@@ -5,6 +5,8 @@ Run: .venv/bin/python -m pytest tests/browser -q -p no:randomly
 Screenshots land in artifacts/browser/ (git-ignored).
 """
 
+from urllib.parse import urlsplit
+
 import pytest
 from django.conf import settings
 
@@ -100,8 +102,9 @@ def test_two_browsers_claim_next_at_once_and_get_different_items(
     first.wait_for_url("**/console/items/*/?next=**")
     second.wait_for_url("**/console/items/*/?next=**")
     # then
-    first_id = first.url.rstrip("/").rsplit("/", 1)[-1]
-    second_id = second.url.rstrip("/").rsplit("/", 1)[-1]
+    first_id, second_id = (
+        urlsplit(page.url).path.rstrip("/").rsplit("/", 1)[-1] for page in (first, second)
+    )
     assert first_id != second_id
     claimed = OpsException.objects.filter(state=ExceptionState.CLAIMED)
     assert {str(i.pk) for i in claimed} == {first_id, second_id}
