@@ -93,6 +93,15 @@ def test_audit_view_filters(client, auditor, trail):
 
 
 @pytest.mark.django_db
+def test_a_filter_matching_nothing_says_so(client, auditor, trail):
+    # the page showed only the form: an empty page of results is falsy
+    client.force_login(auditor)
+    response = client.get("/security/audit/", {"action": "nonexistent.action"})
+    assert b"0 events." in response.content
+    assert b"No events match these filters." in response.content
+
+
+@pytest.mark.django_db
 def test_coordinators_cannot_read_the_trail(client, coordinator):
     client.force_login(coordinator)
     # the console's navigation does not offer it to them
