@@ -112,6 +112,14 @@ def queue(request, tab):
         page = 1
     items, has_next = selectors.queue_page(tab, request.user, filters, page)
     facets = selectors.facet_counts(tab, request.user, filters)
+    if not items and page > 1:
+        # Past the end (its last items were closed meanwhile, or an old
+        # link): the last page that has items, with the same filters.
+        total = facets["total"]
+        last = 1 if total.capped else max(1, -(-total.value // selectors.PAGE_SIZE))
+        query = request.GET.copy()
+        query["page"] = str(last)
+        return HttpResponseRedirect(f"{request.path}?{query.urlencode()}")
     kinds = sorted(registry.exception_kinds.values(), key=lambda k: k.label)
     context = {
         "tab": tab,

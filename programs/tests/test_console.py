@@ -654,3 +654,18 @@ def test_claim_release_and_claim_next_keep_the_queue_the_user_came_from(client, 
         reverse("console:item_action", args=[item.pk, "resolve"]), {"note": "", "next": queue}
     )
     assert refused["Location"].endswith("?" + urlencode({"next": queue}))
+
+
+def test_a_page_past_the_end_leads_to_the_last_page_with_items(client, org, coordinator):
+    # given 3 items: one page; "page 2" said "3 items" above "No items match"
+    for i in range(3):
+        raise_item(org, f"p{i}")
+    login(client, coordinator)
+    # when
+    response = client.get(
+        reverse("console:queue", args=["open"]), {"page": "2", "severity": "medium"}
+    )
+    # then
+    assert response.status_code == 302
+    assert response["Location"] == "/console/queue/open/?page=1&severity=medium"
+    assert len(client.get(response["Location"]).context["items"]) == 3
