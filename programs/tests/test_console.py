@@ -669,3 +669,16 @@ def test_a_page_past_the_end_leads_to_the_last_page_with_items(client, org, coor
     assert response.status_code == 302
     assert response["Location"] == "/console/queue/open/?page=1&severity=medium"
     assert len(client.get(response["Location"]).context["items"]) == 3
+
+
+def test_item_page_states_limits_and_the_timezone_of_its_times(client, org, coordinator):
+    # the server refused 2,001 characters and the typed note was gone; the
+    # snooze date had only an aria-label saying UTC
+    item = raise_item(org, "lim")
+    exception_claim(exception_id=item.pk, actor=coordinator)
+    login(client, coordinator)
+    page = client.get(reverse("console:item", args=[item.pk])).content.decode()
+    assert 'id="resolve-note" rows="2" required maxlength="2000"' in page
+    assert 'id="dismiss-reason" required maxlength="2000"' in page
+    assert '<span class="subtle small" data-for-duration="custom">UTC</span>' in page
+    assert " UTC</time>" in page  # the history's times
