@@ -76,6 +76,19 @@ def exception_kind(key) -> ExceptionKind:
         raise ValueError(f"unknown exception kind {key!r}; registered kinds: {known}") from None
 
 
+class RetryOutcome(str):
+    """What a retry action did, as text for a coordinator; `changed` is False
+    when it changed nothing (the console reports that as a warning, not a
+    success). An action may return a plain str: that counts as changed."""
+
+    changed: bool
+
+    def __new__(cls, text: str, *, changed: bool = True):
+        outcome = super().__new__(cls, text)
+        outcome.changed = changed
+        return outcome
+
+
 def register_retry_action(kind, label, func, *, description=""):
     """Offer `label` as a recovery action on items of `kind`; `description`
     tells a coordinator what it does and when the item resolves itself."""

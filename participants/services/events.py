@@ -43,6 +43,7 @@ from participants.services import ingest_rows
 from participants.services.steps import close_step
 from programs.actors import as_actor
 from programs.models import OpsException
+from programs.registries import RetryOutcome
 from programs.services import exception_raise, exception_resolve_for
 
 
@@ -778,8 +779,9 @@ def retry_unmatched_event(exception, actor) -> str:
         actor=actor,
     )
     if result["still_unmatched"]:
-        return (
+        return RetryOutcome(
             f"{result['applied']} event(s) applied; {result['still_unmatched']} still match "
-            "nothing (is the participant referred, and in the stage that expects it?)"
+            "nothing (is the participant referred, and in the stage that expects it?)",
+            changed=result["applied"] > 0,
         )
-    return f"{result['applied']} event(s) applied; the item resolved itself"
+    return RetryOutcome(f"{result['applied']} event(s) applied; the item resolved itself")

@@ -272,7 +272,10 @@ def item_action(request, pk, action):
             form.is_valid()
             label = form.cleaned_data.get("label") or None
             outcome = exception_retry(exception_id=item.pk, actor=actor, label=label)
-            messages.success(request, f"Retry of #{item.pk}: {outcome}")
+            # An outcome says whether the retry did anything (a resend
+            # queued, events applied); one that changed nothing is no success.
+            report = messages.success if getattr(outcome, "changed", True) else messages.warning
+            report(request, f"Retry of #{item.pk}: {outcome}")
             return HttpResponseRedirect(detail_url)
     except (BatonError, ValueError) as exc:
         messages.error(request, str(exc))
@@ -346,7 +349,15 @@ def bulk(request):
         return HttpResponseRedirect(back)
     ids, notes = _bulk_selection(request, access, form)
     if not ids:
-        messages.error(request, "Bulk action not started: no open items you lead match.")
+        nothing_ticked = form.cleaned_data["scope"] != "matching" and not request.POST.getlist(
+            "ids"
+        )
+        messages.error(
+            request,
+            "Bulk action not started: tick at least one item, or choose “All … matching”."
+            if nothing_ticked
+            else "Bulk action not started: none of these items is open where you lead.",
+        )
         return HttpResponseRedirect(back)
     data = form.cleaned_data
     assignee = None

@@ -25,7 +25,7 @@ from programs.models import (
     ExceptionState,
     OpsException,
 )
-from programs.registries import exception_kind, retry_actions_for
+from programs.registries import exception_kind, registry, retry_actions_for
 from programs.services.audit import audit_record
 from programs.signals import exception_opened, exception_resolved
 
@@ -36,13 +36,18 @@ def _allowed(item: OpsException) -> list[str]:
     return [t.name for t in item.get_available_state_transitions()]
 
 
-def _refuse(item: OpsException, transition: str):
-    raise TransitionNotAllowed(
+def _refuse(item: OpsException, transition: str, why: str = ""):
+    error = TransitionNotAllowed(
         obj_label=f"exception #{item.pk}",
         transition=transition,
         current_state=item.state,
         allowed=_allowed(item),
     )
+    if why or not item.is_active:
+        # Said to a coordinator, not a state machine: "it is already
+        # dismissed" rather than "allowed: none (terminal state)".
+        error.args = (f"cannot {transition} #{item.pk}: {why or f'it is already {item.state}'}",)
+    raise error
 
 
 def _lock(exception_id: int) -> OpsException:
@@ -342,11 +347,12 @@ def exception_retry(*, exception_id: int, actor, label: str | None = None) -> st
     if label is not None:
         actions = [a for a in actions if a.label == label]
     if not actions:
-        raise TransitionNotAllowed(
-            obj_label=f"exception #{item.pk}",
-            transition="retry",
-            current_state=item.state,
-            allowed=_allowed(item),
+        kind = registry.exception_kinds.get(item.kind)
+        _refuse(
+            item,
+            "retry",
+            f"“{kind.label if kind else item.kind}” items have no retry action (a retry re-runs "
+            "a failed delivery, message or event); resolve or dismiss it instead",
         )
     outcome = actions[0].func(item, actor)
     audit_record(

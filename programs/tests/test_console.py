@@ -682,3 +682,28 @@ def test_item_page_states_limits_and_the_timezone_of_its_times(client, org, coor
     assert 'id="dismiss-reason" required maxlength="2000"' in page
     assert '<span class="subtle small" data-for-duration="custom">UTC</span>' in page
     assert " UTC</time>" in page  # the history's times
+
+
+def test_bulk_with_nothing_ticked_says_to_tick_something(client, org, lead):
+    raise_item(org, "a")
+    login(client, lead)
+
+    response = client.post(
+        reverse("console:bulk"),
+        {"action": "snooze", "duration": "1d", "scope": "selected"},
+        follow=True,
+    )
+
+    assert "tick at least one item" in response.content.decode()
+
+
+def test_retry_of_a_kind_without_a_retry_action_says_so(client, org, coordinator):
+    # it said "cannot retry exception #N: it is open; allowed: claim, ..."
+    item = raise_item(org, "nr")
+    login(client, coordinator)
+
+    response = client.post(reverse("console:item_action", args=[item.pk, "retry"]), follow=True)
+
+    text = response.content.decode()
+    assert "items have no retry action" in text and "resolve or dismiss it instead" in text
+    assert "allowed:" not in text
