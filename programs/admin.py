@@ -1,6 +1,7 @@
 from datetime import timedelta
 
 from django.contrib import admin
+from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
 from django.urls import reverse
 from django.utils import timezone
@@ -65,6 +66,31 @@ class MembershipAdmin(OrganizationScopedAdmin):
     list_filter = ["role", "organization"]
     search_fields = ["user__username"]
     autocomplete_fields = ["user"]
+
+    # Read-only, Django shows the user as a link to the user's admin page,
+    # without asking whether the reader may open it (only superusers may):
+    # a 403 behind every membership. Such readers see the name.
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if self._user_page_closed(request, obj):
+            return ["member" if name == "user" else name for name in fields]
+        return fields
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = list(super().get_readonly_fields(request, obj))
+        if self._user_page_closed(request, obj):
+            readonly.append("member")
+        return readonly
+
+    @admin.display(description="User")
+    def member(self, membership):
+        return membership.user.get_username() if membership and membership.user_id else "—"
+
+    def _user_page_closed(self, request, obj) -> bool:
+        user_admin = self.admin_site._registry.get(get_user_model())
+        return not self.has_change_permission(request, obj) and (
+            user_admin is None or not user_admin.has_view_permission(request)
+        )
 
 
 class ProgramVersionInline(ReadOnlyTabularInline):

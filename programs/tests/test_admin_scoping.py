@@ -105,3 +105,20 @@ def test_roles_are_groups_with_permissions(coordinator, lead, auditor):
     assert not auditor.has_perm("programs.change_opsexception")
     for user in (coordinator, lead, auditor):
         assert not user.has_perm("programs.delete_auditevent")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ["coordinator", "lead", "auditor"])
+def test_a_membership_read_only_shows_the_user_without_a_link_that_would_403(client, role, request):
+    from programs.models import Membership
+
+    viewer = request.getfixturevalue(role)
+    membership = Membership.objects.get(user=viewer)
+    client.force_login(viewer)
+
+    page = client.get(f"/admin/programs/membership/{membership.pk}/change/")
+
+    assert page.status_code == 200
+    assert viewer.username in page.content.decode()
+    assert f"/admin/auth/user/{viewer.pk}/change/" not in page.content.decode()
+    assert client.get(f"/admin/auth/user/{viewer.pk}/change/").status_code == 403
