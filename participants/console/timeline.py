@@ -34,6 +34,7 @@ from django.db.models.functions import Cast, Coalesce
 from django.urls import reverse
 from django.utils.dateparse import parse_datetime
 
+from messaging.models import Message
 from participants.models import Enrollment, StepInstance
 from programs.console.forms import parse_number
 from programs.models import AuditEvent, OpsException
@@ -95,18 +96,28 @@ def is_windowed(contributor) -> bool:
     return set(params) >= WINDOW_KWARGS
 
 
+# As exception_raise writes a subject's type (app label, model name).
+MESSAGE_SUBJECT = f"{Message._meta.app_label}.{Message._meta.model_name}"
+
+
 def _item_ids_about(enrollment: Enrollment):
     """Subquery: ids (as text, like AuditEvent.object_id) of the queue items
-    whose subject is the enrollment or one of its steps."""
+    whose subject is the enrollment, one of its steps or one of its messages."""
     step_ids = (
         StepInstance.objects.filter(enrollment=enrollment)
+        .annotate(sid=Cast("pk", CharField()))
+        .values("sid")
+    )
+    message_ids = (
+        Message.objects.filter(enrollment_id=enrollment.pk)
         .annotate(sid=Cast("pk", CharField()))
         .values("sid")
     )
     return (
         OpsException.objects.filter(
             Q(subject_type="participants.enrollment", subject_id=str(enrollment.pk))
-            | Q(subject_type="participants.stepinstance", subject_id__in=step_ids),
+            | Q(subject_type="participants.stepinstance", subject_id__in=step_ids)
+            | Q(subject_type=MESSAGE_SUBJECT, subject_id__in=message_ids),
             organization_id=enrollment.organization_id,
         )
         .order_by()

@@ -489,3 +489,36 @@ def test_program_list_shows_enrollments_open_items_and_items_past_sla(
     body = response.content.decode()
     queue = reverse("console:queue", args=["open"])
     assert f"{queue}?program={program.pk}&amp;due=overdue" in body
+
+
+def test_timeline_shows_the_queue_items_about_its_messages(client, org, program, coordinator):
+    # given: an invitation message of the enrollment, failed into the queue
+    # (items about messages were missing from the timeline)
+    from messaging.management.commands.load_templates import load_templates
+    from messaging.models import Message
+    from participants.services import enrollment_transition
+
+    load_templates(program=program, actor=SYSTEM)
+    enrollment = enroll(org, program)
+    for transition in ("screen_eligible", "invite"):
+        enrollment_transition(enrollment_id=enrollment.pk, transition=transition, actor=SYSTEM)
+    message = Message.objects.get(enrollment_id=enrollment.pk)
+    exception_raise(
+        organization=org,
+        program=program,
+        kind="manual",
+        title="Message invitation undeliverable",
+        dedup_key="msg",
+        subject=message,
+        actor=SYSTEM,
+    )
+    other = enroll(org, program, ref="P-002")
+    client.force_login(coordinator)
+    # when
+    mine = client.get(
+        reverse("participants_console:timeline", args=[enrollment.pk]), {"kind": "exception"}
+    )
+    theirs = client.get(reverse("participants_console:timeline", args=[other.pk]))
+    # then
+    assert "Message invitation undeliverable" in mine.content.decode()
+    assert "Message invitation undeliverable" not in theirs.content.decode()
