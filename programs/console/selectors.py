@@ -110,7 +110,7 @@ class QueueFilters:
         data = {
             "kind": self.kind,
             "severity": self.severity,
-            "program": self.program or "",
+            "program": "" if self.program is None else self.program,
             "age": self.age,
             "due": self.due,
         }
@@ -119,7 +119,7 @@ class QueueFilters:
 
     @property
     def active(self) -> bool:
-        return bool(self.kind or self.severity or self.program or self.age or self.due)
+        return bool(self.kind or self.severity or self.program is not None or self.age or self.due)
 
 
 TAB_STATES = {
@@ -151,7 +151,7 @@ def apply_filters(qs, f: QueueFilters, now=None):
         # The priority is the severity's rank (set with it by every writer):
         # filtering on it too keeps the queue index range tight.
         qs = qs.filter(severity=f.severity, priority=SEVERITY_RANK[f.severity])
-    if f.program:
+    if f.program is not None:  # 0 is a number too: no program has it, so nothing matches
         qs = qs.filter(program_id=f.program)
     if f.age:
         _label, low, high = AGE_BUCKETS[f.age]

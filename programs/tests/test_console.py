@@ -707,3 +707,14 @@ def test_retry_of_a_kind_without_a_retry_action_says_so(client, org, coordinator
     text = response.content.decode()
     assert "items have no retry action" in text and "resolve or dismiss it instead" in text
     assert "allowed:" not in text
+
+
+def test_program_zero_is_a_program_no_item_has(client, org, coordinator):
+    # it was read as "no program filter" and listed everything
+    raise_item(org, "z")
+    login(client, coordinator)
+
+    response = client.get(reverse("console:queue", args=["open"]), {"program": "0"})
+
+    assert response.context["items"] == []
+    assert str(response.context["facets"]["total"]) == "0"
