@@ -88,7 +88,9 @@ class WebhookEndpointOutputSerializer(serializers.ModelSerializer):
 
     def get_previous_secret_valid_until(self, endpoint) -> str | None:
         if endpoint.previous_secret and endpoint.previous_secret_expires_at:
-            return endpoint.previous_secret_expires_at.isoformat()
+            return serializers.DateTimeField().to_representation(
+                endpoint.previous_secret_expires_at
+            )  # "…Z", as every other timestamp of the API
         return None
 
 

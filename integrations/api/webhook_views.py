@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from django.urls import path
 from drf_spectacular.utils import extend_schema
-from rest_framework import exceptions
+from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 
 from integrations.api.base import PartnerAPIView
@@ -204,7 +204,9 @@ class WebhookEndpointRotateView(WebhookEndpointMixin, PartnerAPIView):
         return Response(
             {
                 "secret": secret,
-                "previous_secret_valid_until": endpoint.previous_secret_expires_at.isoformat(),
+                "previous_secret_valid_until": serializers.DateTimeField().to_representation(
+                    endpoint.previous_secret_expires_at
+                ),
             }
         )
 

@@ -124,6 +124,10 @@ def test_send_test_and_rotate_secret(api, org, sink, django_capture_on_commit_ca
     # then
     assert rotated.status_code == 200
     new_secret = rotated.json()["secret"]
+    valid_until = rotated.json()["previous_secret_valid_until"]
+    assert valid_until.endswith("Z")  # written like every other timestamp (was "+00:00")
+    shown = api.get(f"{BASE}{endpoint.pk}/").json()["previous_secret_valid_until"]
+    assert shown == valid_until
     assert tested.status_code == 202
     request = sink.requests[-1]
     assert request.headers["webhook-id"] == tested.json()["webhook_id"]
