@@ -18,11 +18,13 @@ from integrations.services.webhooks import (
     webhook_endpoint_rotate_secret,
     webhook_endpoint_send_test,
     webhook_endpoint_update,
+    webhook_endpoint_validate,
 )
 from integrations.signing import mask_secret
 from integrations.ssrf import UnsafeURLError, check_url
 from programs.actors import Actor
 from programs.admin_scoping import OrganizationScopedAdmin, ReadOnlyTabularInline
+from programs.services import audit_record
 
 
 class WebhookEndpointForm(forms.ModelForm):
@@ -48,6 +50,28 @@ class WebhookEndpointForm(forms.ModelForm):
         except UnsafeURLError as exc:
             raise forms.ValidationError(exc.message) from None
         return url
+
+    def clean(self):
+        """The service's checks as field errors, before anything is saved:
+        refused in save_model, the page said 'changed successfully' beside
+        the error and the typed input was lost."""
+        data = super().clean()
+        checked = {
+            name: data[name]
+            for name in ("partner_name", "event_types", "retry_schedule")
+            if data.get(name) is not None
+        }
+        try:
+            webhook_endpoint_validate(**checked)
+        except WebhookEndpointInvalid as exc:
+            for field, message in exc.errors:
+                name = field.split("[", 1)[0]
+                self.add_error(name if name in self.fields else None, f"{field}: {message}")
+        for name in ("breaker_threshold", "breaker_probe_seconds"):
+            value = data.get(name)
+            if value is not None and value < 1:
+                self.add_error(name, "must be at least 1")
+        return data
 
 
 def _show_secret_once(request, endpoint, secret, what):
@@ -204,7 +228,20 @@ class WebhookEndpointAdmin(OrganizationScopedAdmin):
                 if name in form.changed_data
             }
             if tuning:
+                before = WebhookEndpoint.objects.values(*tuning).get(pk=obj.pk)
                 WebhookEndpoint.objects.filter(pk=obj.pk).update(**tuning)
+                audit_record(
+                    actor=actor,
+                    action="webhook_endpoint.updated",
+                    target=obj,
+                    metadata={
+                        "changed": {
+                            name: {"from": before[name], "to": value}
+                            for name, value in tuning.items()
+                        },
+                        "via": "admin",
+                    },
+                )
         except WebhookEndpointInvalid as exc:
             messages.error(request, str(exc))
 

@@ -34,6 +34,12 @@ class WebhookEndpointInvalid(BatonError):
         super().__init__("; ".join(f"{field}: {message}" for field, message in self.errors))
 
 
+def webhook_endpoint_validate(**fields) -> None:
+    """Raise WebhookEndpointInvalid for what create/update would refuse in
+    these fields (for forms that want to show it before saving)."""
+    _validate(**fields)
+
+
 def _validate(*, partner_name=None, url=None, event_types=None, retry_schedule=None, **_):
     errors = []
     if partner_name is not None and not str(partner_name).strip():
@@ -199,7 +205,30 @@ def webhook_endpoint_delete(*, endpoint_id: int, actor) -> None:
             target=endpoint,
             metadata={"url": endpoint.url, "partner": endpoint.partner_name},
         )
+        # Its queue items would offer to probe or replay what no longer exists.
+        _resolve_items_of(endpoint, actor)
         endpoint.delete()
+
+
+def _resolve_items_of(endpoint, actor) -> None:
+    from integrations.delivery_outcomes import delivery_dead_key, endpoint_down_key
+    from programs.models import ACTIVE_EXCEPTION_STATES, OpsException
+    from programs.services import exception_resolve_for
+
+    keys = [endpoint_down_key(endpoint.pk)]
+    prefix = delivery_dead_key(endpoint.pk, "")
+    keys += OpsException.objects.filter(
+        organization_id=endpoint.organization_id,
+        dedup_key__startswith=prefix,
+        state__in=ACTIVE_EXCEPTION_STATES,
+    ).values_list("dedup_key", flat=True)
+    for key in keys:
+        exception_resolve_for(
+            organization=endpoint.organization_id,
+            dedup_key=key,
+            actor=actor,
+            note="the webhook endpoint was deleted",
+        )
 
 
 def webhook_endpoint_rotate_secret(

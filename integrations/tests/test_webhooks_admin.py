@@ -131,3 +131,75 @@ def test_delivery_list_is_scoped_to_the_users_organization(client, org, other_or
     listing = client.get(reverse("admin:integrations_delivery_changelist")).content.decode()
     assert dispatch.webhook_id_for(event.pk) in listing
     assert endpoint.partner_name in listing
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("event_types", '["bogus"]', "unknown event type"),
+        ("event_types", '{"a": 1}', "a list of at most"),
+        ("retry_schedule", "[-1]", "whole seconds"),
+        ("retry_schedule", '"abc"', "whole seconds"),
+        ("breaker_threshold", "0", "at least 1"),
+    ],
+)
+def test_admin_shows_what_the_service_refuses_as_a_form_error(
+    admin_client, org, sink, field, value, message
+):
+    # given: the page said "added successfully" beside the error, and lost the input
+    form = {
+        "organization": org.pk,
+        "partner_name": "Acme Labs",
+        "url": sink.url(),
+        "event_types": "[]",
+        "enabled": "on",
+        "retry_schedule": "null",
+        "breaker_threshold": 10,
+        "breaker_probe_seconds": 60,
+        field: value,
+    }
+    # when
+    response = admin_client.post(reverse("admin:integrations_webhookendpoint_add"), form)
+    # then: the form again, with the error by its field
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert message in page and "successfully" not in page
+    assert not WebhookEndpoint.objects.exists()
+
+
+def test_admin_breaker_tuning_is_audited_from_and_to(admin_client, org, sink):
+    from programs.models import AuditEvent
+
+    endpoint, _ = make_endpoint(org, sink.url())
+    form = {
+        "organization": org.pk,
+        "partner_name": endpoint.partner_name,
+        "url": endpoint.url,
+        "event_types": "[]",
+        "enabled": "on",
+        "retry_schedule": "null",
+        "breaker_threshold": 3,
+        "breaker_probe_seconds": endpoint.breaker_probe_seconds,
+    }
+    admin_client.post(
+        reverse("admin:integrations_webhookendpoint_change", args=[endpoint.pk]), form
+    )
+    row = AuditEvent.objects.filter(action="webhook_endpoint.updated").latest("id")
+    assert row.metadata["changed"]["breaker_threshold"]["to"] == 3
+    assert row.metadata["changed"]["breaker_threshold"]["from"] == endpoint.breaker_threshold
+
+
+def test_deleting_an_endpoint_resolves_its_queue_items(org, sink):
+    from integrations.delivery_outcomes import delivery_dead_key, endpoint_down_key
+    from integrations.services.webhooks import webhook_endpoint_delete
+    from programs.actors import Actor
+    from programs.models import OpsException
+    from programs.services import exception_raise
+
+    endpoint, _ = make_endpoint(org, sink.url())
+    for key in (endpoint_down_key(endpoint.pk), delivery_dead_key(endpoint.pk, "x.y")):
+        exception_raise(organization=org, kind="manual", title=key, dedup_key=key)
+
+    webhook_endpoint_delete(endpoint_id=endpoint.pk, actor=Actor.system("test"))
+
+    assert set(OpsException.objects.values_list("state", flat=True)) == {"resolved"}
