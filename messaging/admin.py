@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.db import models
 from django.utils.html import format_html, linebreaks
 
 from messaging.models import (
@@ -18,7 +19,12 @@ from messaging.services import (
     template_publish,
 )
 from programs.actors import Actor
-from programs.admin_scoping import OrganizationScopedAdmin, ReadOnlyAdmin, run_per_item
+from programs.admin_scoping import (
+    OrganizationScopedAdmin,
+    ReadOnlyAdmin,
+    form_changes,
+    run_per_item,
+)
 
 
 @admin.action(description="Publish selected drafts", permissions=["change"])
@@ -94,15 +100,37 @@ class MessageTemplateAdmin(OrganizationScopedAdmin):
         super().save_model(request, obj, form, change)
         from programs.services import audit_record
 
+        if change and not form.changed_data:
+            return  # nothing changed (a published template's page is read-only)
         audit_record(
             actor=Actor.for_user(request.user),
             action="message_template.changed" if change else "message_template.created",
             target=obj,
-            metadata={"key": obj.key, "version": obj.version, "via": "admin"},
+            metadata={
+                "key": obj.key,
+                "version": obj.version,
+                "changed": form_changes(form) if change else {},
+                "via": "admin",
+            },
         )
 
     def has_delete_permission(self, request, obj=None):
         return obj is None or not obj.is_published
+
+    def delete_model(self, request, obj):
+        from programs.services import audit_record
+
+        audit_record(
+            actor=Actor.for_user(request.user),
+            action="message_template.deleted",
+            target=obj,
+            metadata={"key": obj.key, "version": obj.version, "via": "admin"},
+        )
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for template in queryset:
+            self.delete_model(request, template)
 
 
 @admin.action(
@@ -211,12 +239,37 @@ class ChannelConnectorAdmin(OrganizationScopedAdmin):
     list_display = ["name", "organization", "kind", "enabled", "is_default", "masked_secret"]
     list_filter = ["kind", "enabled", "organization"]
     search_fields = ["name", "slug"]
+    readonly_fields = ["created_at"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     @admin.display(description="Secret")
     def masked_secret(self, obj):
         from integrations.signing import mask_secret
 
-        return mask_secret(obj.secret)
+        return mask_secret(obj.secret) if obj else "—"
+
+    @admin.display(description="Previous secret")
+    def masked_previous_secret(self, obj):
+        from integrations.signing import mask_secret
+
+        return mask_secret(obj.previous_secret) if obj and obj.previous_secret else "—"
+
+    # The secret signs the vendor's callbacks: whoever reads it can forge
+    # "delivered" or "opted out". Read-only viewers (coordinators, auditors)
+    # see it masked, like a webhook endpoint's.
+    _MASKED = {"secret": "masked_secret", "previous_secret": "masked_previous_secret"}
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if self.has_change_permission(request, obj):
+            return fields
+        return [self._MASKED.get(name, name) for name in fields]
+
+    def get_readonly_fields(self, request, obj=None):
+        readonly = list(super().get_readonly_fields(request, obj))
+        if not self.has_change_permission(request, obj):
+            readonly += self._MASKED.values()
+        return readonly
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
@@ -226,8 +279,23 @@ class ChannelConnectorAdmin(OrganizationScopedAdmin):
             actor=Actor.for_user(request.user),
             action="messaging.connector.changed" if change else "messaging.connector.created",
             target=obj,
-            metadata={"fields": sorted(form.changed_data), "via": "admin"},
+            metadata={"changed": form_changes(form), "via": "admin"},
         )
+
+    def delete_model(self, request, obj):
+        from programs.services import audit_record
+
+        audit_record(
+            actor=Actor.for_user(request.user),
+            action="messaging.connector.deleted",
+            target=obj,
+            metadata={"name": obj.name, "kind": obj.kind, "via": "admin"},
+        )
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for connector in queryset:
+            self.delete_model(request, connector)
 
 
 @admin.register(CallbackLog)

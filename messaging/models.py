@@ -425,6 +425,8 @@ class ChannelConnector(models.Model):
                 raise ValidationError({"url": exc.message}) from exc
             if not is_valid_secret(self.secret):
                 raise ValidationError({"secret": "a whsec_… secret is required to sign requests"})
+        if self.channels is not None and not isinstance(self.channels, list):
+            raise ValidationError({"channels": 'a list of channels, e.g. ["sms", "email"]'})
         bad = [c for c in (self.channels or []) if c not in Channel.values]
         if bad:
             raise ValidationError({"channels": f"unknown channel(s): {', '.join(map(str, bad))}"})

@@ -160,3 +160,33 @@ def run_per_item(request, queryset, func):
         messages.success(request, f"{done} item(s) done.")
     for line in failed[:20]:
         messages.error(request, line)
+
+
+def form_changes(form) -> dict:
+    """{field: {"from", "to"}} for what an admin form changed, as audit
+    metadata: JSON values (objects by id), and a secret never shown, only
+    said to have changed."""
+    changes = {}
+    for name in form.changed_data:
+        if "secret" in name:
+            changes[name] = {"changed": True}
+            continue
+        changes[name] = {
+            "from": _plain(form.initial.get(name)),
+            "to": _plain(form.cleaned_data.get(name)),
+        }
+    return changes
+
+
+def _plain(value):
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if hasattr(value, "pk"):
+        return value.pk
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if hasattr(value, "__iter__"):
+        return [_plain(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)

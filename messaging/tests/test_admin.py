@@ -1,0 +1,73 @@
+"""The messaging admin: connector secrets stay masked for read-only roles,
+bad input is a form error, and changes and deletions are audited."""
+
+import pytest
+from django.urls import reverse
+
+from messaging.models import ChannelConnector
+from programs.models import AuditEvent
+from programs.tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def root(client):
+    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    return client
+
+
+def _form(connector, **changes):
+    return {
+        "organization": connector.organization_id,
+        "slug": connector.slug,
+        "name": connector.name,
+        "kind": connector.kind,
+        "url": connector.url,
+        "secret": connector.secret,
+        "previous_secret": "",
+        "channels": "[]",
+        "enabled": "on",
+        "is_default": "on",
+        **changes,
+    }
+
+
+@pytest.mark.parametrize("role", ["coordinator", "auditor"])
+def test_read_only_roles_see_the_connector_secret_masked(client, webhook_connector, role, request):
+    # the secret signs vendor callbacks: shown in full, a reader could forge them
+    client.force_login(request.getfixturevalue(role))
+
+    page = client.get(
+        reverse("admin:messaging_channelconnector_change", args=[webhook_connector.pk])
+    )
+
+    assert page.status_code == 200
+    assert webhook_connector.secret not in page.content.decode()
+    assert "whsec_…" in page.content.decode()
+
+
+def test_channels_that_are_no_list_are_a_form_error(root, webhook_connector):
+    # channels=5 was a 500 (TypeError), "sms" was read as s, m, s
+    url = reverse("admin:messaging_channelconnector_change", args=[webhook_connector.pk])
+    for channels in ("5", '"sms"'):
+        response = root.post(url, _form(webhook_connector, channels=channels))
+        assert response.status_code == 200
+        assert "a list of channels" in response.content.decode()
+
+
+def test_connector_changes_and_deletion_are_audited(root, webhook_connector):
+    url = reverse("admin:messaging_channelconnector_change", args=[webhook_connector.pk])
+    response = root.post(url, _form(webhook_connector, enabled=""))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    changed = AuditEvent.objects.get(action="messaging.connector.changed")
+    assert changed.metadata["changed"]["enabled"] == {"from": True, "to": False}
+
+    root.post(
+        reverse("admin:messaging_channelconnector_delete", args=[webhook_connector.pk]),
+        {"post": "yes"},
+    )
+
+    assert not ChannelConnector.objects.exists()
+    deleted = AuditEvent.objects.get(action="messaging.connector.deleted")
+    assert deleted.actor_label == "root" and deleted.object_id == str(webhook_connector.pk)
