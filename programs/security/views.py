@@ -4,6 +4,7 @@ session status endpoint of idle.js, password change, and the audit view."""
 from __future__ import annotations
 
 import csv
+import json
 import time
 
 import segno
@@ -352,7 +353,12 @@ class _Echo:
 
 
 def _cell(value) -> str:
-    text = "" if value is None else str(value)
+    if value is None:
+        text = ""
+    elif isinstance(value, dict | list):
+        text = json.dumps(value, sort_keys=True, default=str)  # metadata: JSON tools can read
+    else:
+        text = str(value)
     # Spreadsheet formula injection: never start a cell with = + - @ or a tab.
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 

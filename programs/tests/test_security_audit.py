@@ -2,6 +2,7 @@
 
 import csv
 import io
+import json
 
 import pytest
 from django.http import Http404, HttpResponse
@@ -138,6 +139,12 @@ def test_csv_export_is_scoped_neutralises_formulas_and_is_itself_audited_once(
     [export] = AuditEvent.objects.filter(action="audit.exported")
     assert export.actor_id == str(auditor.pk)
     assert export.metadata == {"filters": {"action": "auth.login"}, "rows": 2}
+    # metadata is JSON (it was Python's repr: {'changed': ...}), which tools read back
+    again = client.get("/security/audit/export.csv", {"action": "audit.exported"})
+    rows = list(csv.DictReader(io.StringIO(b"".join(again.streaming_content).decode())))
+    assert {"filters": {"action": "auth.login"}, "rows": 2} in [
+        json.loads(row["metadata"]) for row in rows
+    ]
 
 
 @pytest.mark.django_db
