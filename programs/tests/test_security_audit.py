@@ -155,3 +155,23 @@ def test_superuser_export_includes_failed_logins_of_unknown_names(client, admin_
     body = b"".join(response.streaming_content).decode()
     assert "auth.login_failed" in body
     assert "ghost" in body
+
+
+@pytest.mark.django_db
+def test_the_trail_shows_what_a_configuration_change_changed(client, auditor, org):
+    # the from -> to of a settings change lived only in the CSV's metadata
+    from programs.actors import Actor
+    from programs.services import audit_record
+
+    audit_record(
+        actor=Actor.system("test"),
+        action="webhook_endpoint.updated",
+        target=org,
+        organization=org.pk,
+        metadata={"changed": {"url": {"from": "https://a.example", "to": "https://b.example"}}},
+    )
+    client.force_login(auditor)
+
+    page = client.get("/security/audit/", {"action": "webhook_endpoint."}).content.decode()
+
+    assert "<code>url</code>: https://a.example → https://b.example" in page
