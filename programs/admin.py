@@ -10,6 +10,7 @@ from django.utils.html import format_html
 
 from programs.actors import Actor
 from programs.admin_scoping import (
+    AuditedAdminWrites,
     OrganizationScopedAdmin,
     ReadOnlyAdmin,
     ReadOnlyTabularInline,
@@ -33,6 +34,8 @@ from programs.services import (
     exception_retry,
     exception_snooze,
     exception_wake,
+    membership_grant,
+    membership_revoke,
     program_activate,
     program_pause,
     program_resume,
@@ -50,7 +53,8 @@ def _reason(request):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(AuditedAdminWrites, admin.ModelAdmin):
+    audit_name = "organization"
     list_display = ["name", "slug", "require_mfa", "created_at"]
     search_fields = ["name", "slug"]
 
@@ -86,6 +90,26 @@ class MembershipAdmin(OrganizationScopedAdmin):
     def member(self, membership):
         return membership.user.get_username() if membership and membership.user_id else "—"
 
+    # Writes go through the services, which keep the user's role groups (the
+    # model permissions) in step with their memberships and audit the change:
+    # saved directly, a lead demoted to auditor kept the lead's permissions.
+    def save_model(self, request, obj, form, change):
+        actor = Actor.for_user(request.user)
+        if change and {"user", "organization"} & set(form.changed_data):
+            membership_revoke(membership_id=obj.pk, actor=actor, reason="moved in the admin")
+        granted = membership_grant(
+            user=obj.user, organization=obj.organization, role=obj.role, actor=actor
+        )
+        obj.pk = granted.pk
+        obj._state.adding = False
+
+    def delete_model(self, request, obj):
+        membership_revoke(membership_id=obj.pk, actor=Actor.for_user(request.user))
+
+    def delete_queryset(self, request, queryset):
+        for membership in queryset:
+            self.delete_model(request, membership)
+
     def _user_page_closed(self, request, obj) -> bool:
         user_admin = self.admin_site._registry.get(get_user_model())
         return not self.has_change_permission(request, obj) and (
@@ -101,7 +125,8 @@ class ProgramVersionInline(ReadOnlyTabularInline):
 
 
 @admin.register(Program)
-class ProgramAdmin(ServiceTransitionAdmin, OrganizationScopedAdmin):
+class ProgramAdmin(AuditedAdminWrites, ServiceTransitionAdmin, OrganizationScopedAdmin):
+    audit_name = "program"
     list_display = ["name", "organization", "slug", "state", "timezone", "updated_at"]
     list_filter = ["state", "organization"]
     search_fields = ["name", "slug"]

@@ -190,3 +190,40 @@ def _plain(value):
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return str(value)
+
+
+class AuditedAdminWrites:
+    """Audit rows for an admin whose saves and deletions have no service:
+    `<audit_name>.created` / `.changed` (with from -> to) / `.deleted`."""
+
+    audit_name = ""
+
+    def save_model(self, request, obj, form, change):
+        from programs.actors import Actor
+        from programs.services import audit_record
+
+        super().save_model(request, obj, form, change)
+        if change and not form.changed_data:
+            return
+        audit_record(
+            actor=Actor.for_user(request.user),
+            action=f"{self.audit_name}.{'changed' if change else 'created'}",
+            target=obj,
+            metadata={"changed": form_changes(form), "via": "admin"},
+        )
+
+    def delete_model(self, request, obj):
+        from programs.actors import Actor
+        from programs.services import audit_record
+
+        audit_record(
+            actor=Actor.for_user(request.user),
+            action=f"{self.audit_name}.deleted",
+            target=obj,
+            metadata={"name": str(obj)[:200], "via": "admin"},
+        )
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.delete_model(request, obj)

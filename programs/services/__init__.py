@@ -22,7 +22,7 @@ from programs.services.programs import (
     program_retire,
     program_version_publish,
 )
-from programs.services.tenancy import membership_grant, organization_create
+from programs.services.tenancy import membership_grant, membership_revoke, organization_create
 
 __all__ = [
     "audit_record",
@@ -38,6 +38,7 @@ __all__ = [
     "exception_snooze",
     "exception_wake",
     "membership_grant",
+    "membership_revoke",
     "organization_create",
     "program_activate",
     "program_load_definition",

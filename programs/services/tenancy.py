@@ -23,12 +23,11 @@ def membership_grant(*, user, organization: Organization, role: str, actor) -> M
     """
     if role not in Role.values:
         raise ValueError(f"unknown role {role!r}; roles: {', '.join(Role.values)}")
+    before = Membership.objects.filter(user=user, organization=organization).first()
     membership, _ = Membership.objects.update_or_create(
         user=user, organization=organization, defaults={"role": role}
     )
-    roles_held = set(Membership.objects.filter(user=user).values_list("role", flat=True))
-    user.groups.remove(*Group.objects.filter(name__in=set(Role.values) - roles_held))
-    user.groups.add(*Group.objects.filter(name__in=roles_held))
+    _sync_role_groups(user)
     if not user.is_staff:
         user.is_staff = True
         user.save(update_fields=["is_staff"])
@@ -37,6 +36,36 @@ def membership_grant(*, user, organization: Organization, role: str, actor) -> M
         action="membership.granted",
         target=membership,
         organization=organization,
+        from_state=before.role if before else "",
+        to_state=role,
         metadata={"user": user.get_username(), "role": role},
     )
     return membership
+
+
+@transaction.atomic
+def membership_revoke(*, membership_id: int, actor, reason: str = "") -> None:
+    """Take a user's role in one organization away: the membership goes, and
+    the user leaves the role's group unless another membership holds the
+    same role. Audited as `membership.revoked`."""
+    membership = Membership.objects.select_related("user", "organization").get(pk=membership_id)
+    user = membership.user
+    audit_record(
+        actor=actor,
+        action="membership.revoked",
+        target=membership,
+        organization=membership.organization,
+        from_state=membership.role,
+        reason=reason,
+        metadata={"user": user.get_username(), "role": membership.role},
+    )
+    membership.delete()
+    _sync_role_groups(user)
+
+
+def _sync_role_groups(user) -> None:
+    """The user's role groups (which carry the model permissions) are exactly
+    the roles of their memberships."""
+    roles_held = set(Membership.objects.filter(user=user).values_list("role", flat=True))
+    user.groups.remove(*Group.objects.filter(name__in=set(Role.values) - roles_held))
+    user.groups.add(*Group.objects.filter(name__in=roles_held))

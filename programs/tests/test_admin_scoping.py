@@ -122,3 +122,66 @@ def test_a_membership_read_only_shows_the_user_without_a_link_that_would_403(cli
     assert viewer.username in page.content.decode()
     assert f"/admin/auth/user/{viewer.pk}/change/" not in page.content.decode()
     assert client.get(f"/admin/auth/user/{viewer.pk}/change/").status_code == 403
+
+
+@pytest.fixture
+def root(client):
+    from programs.tests.factories import UserFactory
+
+    client.force_login(UserFactory(username="root", is_staff=True, is_superuser=True))
+    return client
+
+
+@pytest.mark.django_db
+def test_a_role_changed_in_the_admin_changes_the_users_permissions(root, org, lead):
+    # given a lead; saved directly, the membership said "auditor" while the
+    # user kept the lead group's permissions
+    from programs.models import AuditEvent, Membership
+
+    membership = Membership.objects.get(user=lead)
+    url = f"/admin/programs/membership/{membership.pk}/change/"
+    # when
+    response = root.post(url, {"user": lead.pk, "organization": org.pk, "role": "auditor"})
+    # then
+    assert response.status_code == 302
+    lead.refresh_from_db()
+    assert set(lead.groups.values_list("name", flat=True)) == {"auditor"}
+    granted = AuditEvent.objects.filter(action="membership.granted").latest("id")
+    assert (granted.from_state, granted.to_state) == ("lead", "auditor")
+    assert granted.actor_label == "root"
+
+
+@pytest.mark.django_db
+def test_a_membership_deleted_in_the_admin_takes_the_role_away(root, org, lead):
+    from programs.models import AuditEvent, Membership
+
+    membership = Membership.objects.get(user=lead)
+
+    root.post(f"/admin/programs/membership/{membership.pk}/delete/", {"post": "yes"})
+
+    assert not Membership.objects.filter(user=lead).exists()
+    assert not lead.groups.exists()
+    assert AuditEvent.objects.filter(action="membership.revoked", from_state="lead").exists()
+
+
+@pytest.mark.django_db
+def test_a_program_edited_in_the_admin_is_audited_from_and_to(root, program):
+    from programs.models import AuditEvent
+
+    form = {
+        "organization": program.organization_id,
+        "name": program.name,
+        "slug": program.slug,
+        "timezone": "Europe/Berlin",
+        "quiet_hours_start": program.quiet_hours_start or "",
+        "quiet_hours_end": program.quiet_hours_end or "",
+        "programversion_set-TOTAL_FORMS": "0",
+        "programversion_set-INITIAL_FORMS": "0",
+        "versions-TOTAL_FORMS": "0",
+        "versions-INITIAL_FORMS": "0",
+    }
+    response = root.post(f"/admin/programs/program/{program.pk}/change/", form)
+
+    assert response.status_code == 302, response.content.decode()[:3000]
+    row = AuditEvent.objects.get(action="program.changed")
+    assert row.metadata["changed"]["timezone"] == {"from": program.timezone, "to": "Europe/Berlin"}
