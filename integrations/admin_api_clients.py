@@ -9,7 +9,7 @@ from integrations.auth import api_client_create, api_client_revoke
 from integrations.models import ApiClient, ApiPermission, ProgramPhiAllowance
 from integrations.phi import phi_allowance_create, phi_allowance_delete
 from programs.actors import Actor
-from programs.admin_scoping import OrganizationScopedAdmin
+from programs.admin_scoping import OrganizationScopedAdmin, form_changes
 from programs.services import audit_record
 
 
@@ -57,6 +57,9 @@ class ApiClientAdmin(OrganizationScopedAdmin):
                 actor=actor,
                 read_only=obj.permission == ApiPermission.READ,
                 expires_at=obj.expires_at,
+                # the scope belongs in the creation's audit row: saved after
+                # it (save_related), the row said "all programs"
+                programs=list(form.cleaned_data.get("programs") or []),
             )
             obj.pk = client.pk
             obj.prefix = client.prefix
@@ -77,7 +80,7 @@ class ApiClientAdmin(OrganizationScopedAdmin):
             action="api_client.updated",
             target=obj,
             organization=obj.organization_id,
-            metadata={"changed": list(form.changed_data)},
+            metadata={"changed": form_changes(form)},
         )
 
     @admin.action(description="Revoke selected API keys", permissions=["change"])

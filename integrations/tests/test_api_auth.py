@@ -165,6 +165,33 @@ def test_admin_add_shows_the_key_once(org, program, client, django_user_model):
     assert f"btn_{created.prefix}_" not in change_page
 
 
+def test_admin_audits_a_keys_scope_at_creation_and_its_changes(
+    org, program, client, django_user_model
+):
+    # the creation row said "programs": [] (all programs) for a key limited to
+    # dpp, and a later change named the fields without their values
+    from programs.models import AuditEvent
+
+    admin = django_user_model.objects.create_superuser("root", "r@example.invalid", "pw-123456789")
+    client.force_login(admin)
+    client.post(
+        "/admin/integrations/apiclient/add/",
+        {"organization": org.pk, "name": "Scoped", "permission": "write", "programs": [program.pk]},
+    )
+    created = ApiClient.objects.get(name="Scoped")
+    assert list(created.programs.all()) == [program]
+    row = AuditEvent.objects.get(action="api_client.created", object_id=str(created.pk))
+    assert row.metadata["programs"] == [program.slug]
+
+    client.post(
+        f"/admin/integrations/apiclient/{created.pk}/change/",
+        {"name": "Scoped", "permission": "write", "programs": []},
+    )
+
+    updated = AuditEvent.objects.get(action="api_client.updated", object_id=str(created.pk))
+    assert updated.metadata["changed"]["programs"] == {"from": [program.pk], "to": []}
+
+
 @pytest.mark.django_db
 def test_admin_key_list_shows_scopes_expiry_and_last_use(client, admin_user, org, program):
     scoped, _ = make_key(org, name="scoped-key")
