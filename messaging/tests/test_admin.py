@@ -71,3 +71,54 @@ def test_connector_changes_and_deletion_are_audited(root, webhook_connector):
     assert not ChannelConnector.objects.exists()
     deleted = AuditEvent.objects.get(action="messaging.connector.deleted")
     assert deleted.actor_label == "root" and deleted.object_id == str(webhook_connector.pk)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("key: [unclosed", "is not valid YAML"),
+        ("just a string", "must be a YAML list of templates"),
+        ("- {key: x, channel: sms}", "needs body"),
+    ],
+)
+def test_load_templates_explains_a_bad_file(program, tmp_path, content, message):
+    # tracebacks before (YAMLError, TypeError, KeyError)
+    from django.core.management import CommandError, call_command
+
+    bad = tmp_path / "t.yaml"
+    bad.write_text(content)
+    with pytest.raises(CommandError, match=message):
+        call_command(
+            "load_templates",
+            organization=program.organization.slug,
+            program=program.slug,
+            file=str(bad),
+        )
+
+
+def test_load_templates_publishes_all_or_nothing(program, tmp_path):
+    from django.core.management import CommandError, call_command
+
+    from messaging.models import MessageTemplate
+
+    bad = tmp_path / "t.yaml"
+    bad.write_text(
+        "- {key: first_ok, channel: sms, body: 'Welcome to {{ program_name }}'}\n"
+        "- {key: second_bad, channel: sms, body: 'Hi {{ first_name }}'}\n"
+    )
+    with pytest.raises(CommandError, match="none published"):
+        call_command(
+            "load_templates",
+            organization=program.organization.slug,
+            program=program.slug,
+            file=str(bad),
+        )
+    assert not MessageTemplate.objects.filter(key="first_ok").exists()
+
+    with pytest.raises(CommandError, match="cannot read"):
+        call_command(
+            "load_templates",
+            organization=program.organization.slug,
+            program=program.slug,
+            file=str(tmp_path / "missing.yaml"),
+        )

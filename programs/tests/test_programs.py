@@ -209,7 +209,27 @@ def test_load_program_command_creates_then_reports_unchanged(org, capsys):
     call_command("load_program", str(DPP_PATH), org=org.slug)
     call_command("load_program", str(DPP_PATH), org=org.slug)
     out = capsys.readouterr().out
-    assert "dpp: created version 1" in out and "dpp: unchanged at version 1" in out
+    assert "dpp: created version 1 (published)" in out
+    assert "dpp: unchanged at version 1 (published)" in out
+
+
+@pytest.mark.django_db
+def test_load_program_says_when_it_publishes_a_draft(org, capsys):
+    # loading the draft's file again publishes it; it printed "unchanged"
+    call_command("load_program", str(DPP_PATH), org=org.slug, draft=True)
+    call_command("load_program", str(DPP_PATH), org=org.slug)
+    out = capsys.readouterr().out
+    assert "dpp: created version 1 (draft)" in out
+    assert "dpp: published version 1 (it was a draft)" in out
+
+
+@pytest.mark.django_db
+def test_load_program_refuses_a_file_that_is_not_utf8(org, tmp_path):
+    # a traceback (UnicodeDecodeError) before
+    bad = tmp_path / "utf16.yaml"
+    bad.write_bytes("program: {}".encode("utf-16"))
+    with pytest.raises(CommandError, match="is not UTF-8 text"):
+        call_command("load_program", str(bad), org=org.slug)
 
 
 @pytest.mark.django_db
