@@ -40,6 +40,21 @@ ENROLLMENT_TRANSITIONS = (
     "complete",
     "withdraw",
 )
+# The state each transition leaves from (participants' Enrollment machine;
+# participants/tests/test_models.py checks that the two agree). A stage's
+# `on_complete` must leave from the stage's own state, or it never fires.
+TERMINAL_STATES = ("ineligible", "completed", "withdrawn")
+TRANSITION_SOURCES = {
+    "screen_eligible": ("referred",),
+    "screen_ineligible": ("referred",),
+    "invite": ("eligible",),
+    "start_onboarding": ("invited",),
+    "activate": ("onboarding",),
+    "pause": ("active",),
+    "resume": ("paused",),
+    "complete": ("active",),
+    "withdraw": tuple(s for s in ENROLLMENT_STATES if s not in TERMINAL_STATES),
+}
 STEP_KINDS = ("message", "partner_task", "manual", "wait_event")
 SEVERITIES = ("low", "medium", "high", "critical")
 
@@ -189,6 +204,24 @@ def validate_definition(document) -> dict:
                 )
             )
         seen_states[stage["state"]] = i
+        if stage["state"] in TERMINAL_STATES and stage["steps"]:
+            errors.append(
+                (
+                    f"stages[{i}].state",
+                    f"{stage['state']!r} is a final state: nothing happens after it, "
+                    "so it can have no steps",
+                )
+            )
+        on_complete = stage.get("on_complete")
+        if on_complete and stage["state"] not in TRANSITION_SOURCES.get(on_complete, ()):
+            allowed = [t for t, sources in TRANSITION_SOURCES.items() if stage["state"] in sources]
+            errors.append(
+                (
+                    f"stages[{i}].on_complete",
+                    f"{on_complete!r} cannot run from {stage['state']!r}; "
+                    f"from there: {', '.join(allowed) or 'nothing'}",
+                )
+            )
         for j, step in enumerate(stage["steps"]):
             path = f"stages[{i}].steps[{j}]"
             if step["key"] in seen_steps:

@@ -7,7 +7,7 @@ from django.db import IntegrityError
 
 from integrations.event_types import event_type
 from participants.event_types import ALL_EVENTS
-from participants.models import Participant, ParticipantEvent
+from participants.models import Enrollment, EnrollmentState, Participant, ParticipantEvent
 from participants.services import participant_upsert
 from participants.tests.conftest import SYSTEM
 from programs.models import AuditEvent
@@ -104,3 +104,19 @@ def test_every_event_type_and_exception_kind_is_registered():
         assert f"participants.enrollment.{past}" in ALL_EVENTS
     assert exception_kind("sla_breach").key == "sla_breach"
     assert exception_kind("unmatched_event").key == "unmatched_event"
+
+
+def test_the_definition_language_knows_the_enrollment_machine_as_it_is():
+    # programs.definitions checks `on_complete` against TRANSITION_SOURCES;
+    # it must say what the Enrollment state machine allows, no more, no less
+    from programs.definitions import ENROLLMENT_STATES, TERMINAL_STATES, TRANSITION_SOURCES
+
+    field = Enrollment._meta.get_field("state")
+    sources: dict[str, set] = {}
+    for transition in field.get_all_transitions(Enrollment):
+        sources.setdefault(transition.name, set()).add(str(transition.source))
+    assert {name: set(states) for name, states in TRANSITION_SOURCES.items()} == sources
+    assert set(ENROLLMENT_STATES) == set(EnrollmentState.values)
+    assert {s for s in EnrollmentState.values if s not in set().union(*sources.values())} == set(
+        TERMINAL_STATES
+    )

@@ -150,6 +150,19 @@ def test_the_shipped_dpp_definition_is_valid(dpp_document):
             "needs message.template",
         ),
         (lambda d: d["stages"].append(dict(d["stages"][0])), "stages[4].state", "already has"),
+        # accepted before, and then silently never fired
+        (
+            lambda d: d["stages"][0].update(on_complete="complete"),
+            "stages[0].on_complete",
+            "'complete' cannot run from 'referred'; from there: screen_eligible",
+        ),
+        (
+            lambda d: d["stages"].append(
+                {"key": "after", "state": "ineligible", "steps": d["stages"][0]["steps"][:1]}
+            ),
+            "stages[4].state",
+            "final state",
+        ),
     ],
 )
 def test_definition_errors_name_the_path_and_the_reason(dpp_document, mutate, path, fragment):
