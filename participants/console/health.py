@@ -113,7 +113,7 @@ def _today_live(program, now) -> dict:
         "median_seconds": (
             statistics.median((r - f).total_seconds() for f, r in resolved) if resolved else None
         ),
-        "interventions": manual_interventions(program.organization_id, start, now + timedelta(1)),
+        "interventions": manual_interventions(program, start, now + timedelta(1)),
         "steps_automated": steps["automated"],
         "steps_manual": steps["manual"],
     }

@@ -14,11 +14,11 @@ What counts:
 - automated step completions: via a partner event or a message; manual: via
   a coordinator (`StepInstance.completed_via`), by `completed_at`;
 - manual interventions: audit rows written by people (`actor_kind="user"`)
-  on queue items, enrollments and steps (not their automatic consequences:
-  steps skipped by a withdrawal, items resolving themselves). The audit trail is kept per
-  organization, so audit-derived figures (manual interventions, transitions)
-  and webhook deliveries are the organization's; they are exact for an
-  organization that runs one program;
+  on the program's queue items, enrollments and steps (not their automatic
+  consequences: steps skipped by a withdrawal, items resolving themselves);
+  an action on an item that belongs to no program (a webhook endpoint's) is
+  counted for none. Transitions and webhook deliveries are still the
+  organization's (exact for an organization that runs one program);
 - strain index: manual interventions in the 7 days ending with the day per
   100 active participants.
 
@@ -70,10 +70,38 @@ def _human_actions() -> Q:
     return q & Q(actor_kind="user") & ~consequences
 
 
-def manual_interventions(organization_id, start, end) -> int:
-    return AuditEvent.objects.filter(
-        _human_actions(), organization_id=organization_id, created_at__gte=start, created_at__lt=end
-    ).count()
+def manual_interventions(program, start, end) -> int:
+    """People's actions in [start, end) on the program's queue items,
+    enrollments and steps. The audit trail names objects, not programs: the
+    window's human actions of the organization (a few per participant and
+    week, read through `audit_user_actions_idx`) are matched to the program
+    by their objects, one id lookup per kind of object."""
+    rows = list(
+        AuditEvent.objects.filter(
+            _human_actions(),
+            organization_id=program.organization_id,
+            created_at__gte=start,
+            created_at__lt=end,
+        ).values_list("object_type", "object_id")
+    )
+    ids_by_type: dict[str, set[int]] = {}
+    for object_type, object_id in rows:
+        if object_type in _PROGRAM_OF and object_id.isdecimal():
+            ids_by_type.setdefault(object_type, set()).add(int(object_id))
+    ours: set[tuple[str, str]] = set()
+    for object_type, ids in ids_by_type.items():
+        model, program_lookup = _PROGRAM_OF[object_type]
+        matching = model.objects.filter(pk__in=ids, **{program_lookup: program.pk})
+        ours.update((object_type, str(pk)) for pk in matching.values_list("pk", flat=True))
+    return sum(1 for row in rows if row in ours)
+
+
+# object_type of an audit row -> (model, lookup of its program id)
+_PROGRAM_OF = {
+    "programs.opsexception": (OpsException, "program_id"),
+    "participants.enrollment": (Enrollment, "program_id"),
+    "participants.stepinstance": (StepInstance, "enrollment__program_id"),
+}
 
 
 def active_participants(program, at) -> int:
@@ -131,9 +159,9 @@ def compute_day(program, day: date, *, now=None) -> dict:
         transitions=Count(
             "pk", filter=Q(action__startswith="enrollment.") & ~Q(action="enrollment.opened")
         ),
-        manual=Count("pk", filter=_human_actions()),
     )
-    interventions_7d = manual_interventions(org_id, end - timedelta(days=7), end)
+    audit_counts["manual"] = manual_interventions(program, start, end)
+    interventions_7d = manual_interventions(program, end - timedelta(days=7), end)
 
     deliveries = {"total": 0, "failed": 0}
     try:

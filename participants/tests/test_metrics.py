@@ -160,3 +160,36 @@ def test_dashboard_reads_history_from_snapshots(
     full_week = ctx["weeks"][-2]
     assert full_week["interventions"] == 28
     assert full_week["per_100"] == 14.0
+
+
+def test_interventions_count_only_the_programs_own_objects(org, program, dpp_document, coordinator):
+    # given a second program of the organization, and people acting on each
+    # program's items and on an item of no program (the dashboard of one
+    # program counted every action of the organization)
+    import copy
+
+    from participants.tests.conftest import load_program
+
+    other_document = copy.deepcopy(dpp_document)
+    other_document["program"]["slug"] = "other"
+    other = load_program(org, other_document)
+    with time_machine.travel(at(9), tick=False) as clock:
+        enroll(org, program, "P-1")
+        enroll(org, other, "Q-1")
+        items = [
+            exception_raise(
+                organization=org, program=p, kind="manual", title=key, dedup_key=key, actor=SYSTEM
+            )[0]
+            for p, key in ((program, "ours"), (other, "theirs"), (None, "nobodys"))
+        ]
+        clock.move_to(at(10))
+        for item in items:
+            exception_claim(exception_id=item.pk, actor=coordinator)
+        exception_resolve(exception_id=items[1].pk, actor=coordinator, note="done")
+        clock.move_to(at(23, 59))
+        # when
+        ours = metrics_snapshot_record(program=program, day=DAY)
+        theirs = metrics_snapshot_record(program=other, day=DAY)
+    # then
+    assert (ours.manual_interventions, ours.interventions_7d) == (1, 1)
+    assert (theirs.manual_interventions, theirs.interventions_7d) == (2, 2)
