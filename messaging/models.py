@@ -8,6 +8,8 @@ imports it.
 
 from __future__ import annotations
 
+import re
+
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
@@ -32,6 +34,11 @@ CHANNEL_PREFERENCE = (Channel.SMS, Channel.EMAIL, Channel.PUSH, Channel.IN_APP)
 class CompleteOn(models.TextChoices):
     SENT = "sent", "Sent"
     DELIVERED = "delivered", "Delivered"
+
+
+TEMPLATE_KEY = re.compile(r"[a-z][a-z0-9_]{0,62}")
+# An SMS of 1,600 characters is already ten segments; other channels get room.
+BODY_LIMITS = {"sms": 1600, None: 100_000}
 
 
 class MessageTemplate(models.Model):
@@ -96,10 +103,23 @@ class MessageTemplate(models.Model):
     def clean(self):
         from messaging.rendering import TemplateVariableError, validate_template
 
+        errors = {}
         try:
             validate_template(subject=self.subject, body=self.body, links=self.links)
         except TemplateVariableError as exc:
-            raise ValidationError(exc.by_field) from exc
+            errors.update(exc.by_field)
+        # What a program definition can name (`message.template`): lower
+        # case, digits and underscores. A key with "-" or capitals was
+        # accepted and no step could ever send it.
+        if self.key and not TEMPLATE_KEY.fullmatch(self.key):
+            errors["key"] = "lower-case letters, digits and _, starting with a letter"
+        if self.expires_after is not None and self.expires_after.total_seconds() <= 0:
+            errors["expires_after"] = "a positive duration (or empty: never expires)"
+        limit = BODY_LIMITS.get(self.channel, BODY_LIMITS[None])
+        if self.body and len(self.body) > limit:
+            errors["body"] = f"at most {limit:,} characters for {self.channel}"
+        if errors:
+            raise ValidationError(errors)
         if (
             self.program_id
             and self.organization_id

@@ -323,7 +323,8 @@ def replay_dead_for_exception(exception, actor) -> str:
         ).values_list("pk", flat=True)
     )
     count = delivery_replay(delivery_ids=ids, actor=actor, reason=f"exception #{exception.pk}")
-    return f"replayed {count} dead deliveries with their original webhook-id"
+    noun = "delivery" if count == 1 else "deliveries"
+    return f"replayed {count} dead {noun} with their original webhook-id"
 
 
 def probe_endpoint_for_exception(exception, actor) -> str:

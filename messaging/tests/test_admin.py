@@ -122,3 +122,25 @@ def test_load_templates_publishes_all_or_nothing(program, tmp_path):
             program=program.slug,
             file=str(tmp_path / "missing.yaml"),
         )
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        ({"key": "Invite-Me"}, "key", "lower-case letters"),
+        ({"expires_after": __import__("datetime").timedelta(days=-1)}, "expires_after", "positive"),
+        ({"body": "x" * 1601}, "body", "at most 1,600 characters for sms"),
+    ],
+)
+def test_a_template_no_step_could_use_is_refused(program, changes, field, message):
+    # all three were accepted: a key no definition can name, a negative
+    # lifetime, a 200,000-character SMS
+    from django.core.exceptions import ValidationError
+
+    from messaging.services import template_create
+    from programs.actors import Actor
+
+    fields = {"key": "invite_me", "channel": "sms", "body": "Join {{ program_name }}", **changes}
+    with pytest.raises(ValidationError) as info:
+        template_create(program=program, actor=Actor.system("test"), **fields)
+    assert message in " ".join(info.value.message_dict[field])
