@@ -23,12 +23,19 @@ def _transition(program_id: int, name: str, *, actor, reason: str = "") -> Progr
         program = Program.objects.select_for_update().get(pk=program_id)
         method = getattr(program, name)
         if not can_proceed(method):
-            raise TransitionNotAllowed(
+            error = TransitionNotAllowed(
                 obj_label=f"program {program.slug}",
                 transition=name,
                 current_state=program.state,
                 allowed=_allowed(program),
             )
+            if name == "activate" and can_proceed(method, check_conditions=False):
+                # The state allows it; the condition is what is missing.
+                error.args = (
+                    f"cannot activate program {program.slug}: it has no published definition "
+                    "yet (load one with `manage.py load_program`, see docs/participants.md)",
+                )
+            raise error
         from_state = program.state
         method()
         program.save(update_fields=["state", "updated_at"])

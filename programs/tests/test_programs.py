@@ -268,3 +268,13 @@ def test_load_program_names_a_missing_org_or_file(org, tmp_path):
         call_command("load_program", str(DPP_PATH), org="nope")
     with pytest.raises(CommandError, match="cannot read"):
         call_command("load_program", str(tmp_path / "missing.yaml"), org=org.slug)
+
+
+@pytest.mark.django_db
+def test_activating_a_program_without_a_published_definition_says_what_is_missing(org):
+    # it said "activate is not allowed from draft", which sounds like a state problem
+    from programs.errors import TransitionNotAllowed
+
+    program = Program.objects.create(organization=org, slug="bare", name="Bare")
+    with pytest.raises(TransitionNotAllowed, match="has no published definition yet"):
+        program_activate(program_id=program.pk, actor=SYSTEM)
