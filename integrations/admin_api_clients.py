@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
@@ -91,8 +92,19 @@ class ApiClientAdmin(OrganizationScopedAdmin):
         self.message_user(request, f"Revoked {queryset.count()} key(s).", messages.SUCCESS)
 
 
+class ProgramPhiAllowanceForm(forms.ModelForm):
+    # A reason is read in the audit trail and on the allowance: a paragraph,
+    # not a document (any length was accepted).
+    reason = forms.CharField(max_length=2000, widget=forms.Textarea)
+
+    class Meta:
+        model = ProgramPhiAllowance
+        fields = ["program", "json_path", "reason"]
+
+
 @admin.register(ProgramPhiAllowance)
 class ProgramPhiAllowanceAdmin(OrganizationScopedAdmin):
+    form = ProgramPhiAllowanceForm
     organization_field = "program__organization"
     list_display = ["program", "json_path", "created_by", "created_at"]
     list_select_related = ["program"]

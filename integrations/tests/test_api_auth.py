@@ -201,3 +201,19 @@ def test_admin_key_list_shows_scopes_expiry_and_last_use(client, admin_user, org
     page = client.get("/admin/integrations/apiclient/").content.decode()
     assert "Program scopes" in page and "Expires" in page and "Last used" in page
     assert program.slug in page and "all programs" in page
+
+
+@pytest.mark.django_db
+def test_admin_phi_allowance_reason_has_a_limit(client, admin_user, program):
+    client.force_login(admin_user)
+    response = client.post(
+        "/admin/integrations/programphiallowance/add/",
+        {"program": program.pk, "json_path": "$.data.serial", "reason": "x" * 2001},
+    )
+    assert response.status_code == 200
+    assert "Ensure this value has at most 2000 characters" in response.content.decode()
+    ok = client.post(
+        "/admin/integrations/programphiallowance/add/",
+        {"program": program.pk, "json_path": "$.data.serial", "reason": "scale returns"},
+    )
+    assert ok.status_code == 302
