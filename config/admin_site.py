@@ -2,6 +2,7 @@ from functools import wraps
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.views.main import ERROR_FLAG
 from django.http import HttpResponseRedirect
 
 from programs.lookups import is_key_of
@@ -27,6 +28,11 @@ class BatonAdminSite(admin.AdminSite):
 
         @wraps(view)
         def checked_view(request, *args, **kwargs):
+            if _date_hierarchy_out_of_range(request.GET):
+                # Django reads ?created_at__year=<20 digits> with datetime(),
+                # which raises OverflowError, not the ValueError it turns
+                # into its "invalid filter" page: the same page here.
+                return HttpResponseRedirect(f"{request.path}?{ERROR_FLAG}=1")
             selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
             pk = model_admin.model._meta.pk
             if request.method == "POST" and not all(is_key_of(pk, v) for v in selected):
@@ -39,3 +45,14 @@ class BatonAdminSite(admin.AdminSite):
             return view(request, *args, **kwargs)
 
         return super().admin_view(checked_view, cacheable)
+
+
+def _date_hierarchy_out_of_range(params) -> bool:
+    """A date-hierarchy parameter (`<field>__year`, `__month`, `__day`) that
+    is no number a date can hold."""
+    for name, value in params.items():
+        if name.endswith(("__year", "__month", "__day")) and not (
+            value.isascii() and value.isdecimal() and len(value) <= 4
+        ):
+            return True
+    return False

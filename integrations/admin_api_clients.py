@@ -14,8 +14,27 @@ from programs.admin_scoping import OrganizationScopedAdmin, form_changes
 from programs.services import audit_record
 
 
+class ApiClientForm(forms.ModelForm):
+    def clean(self):
+        """A key's programs are its organization's (the service refused
+        another's during save: a 500 instead of this error)."""
+        data = super().clean()
+        organization = data.get("organization") or getattr(self.instance, "organization", None)
+        foreign = (
+            [p.slug for p in data.get("programs") or () if p.organization_id != organization.pk]
+            if organization is not None
+            else []
+        )
+        if foreign:
+            self.add_error(
+                "programs", f"not programs of {organization}: {', '.join(sorted(foreign))}"
+            )
+        return data
+
+
 @admin.register(ApiClient)
 class ApiClientAdmin(OrganizationScopedAdmin):
+    form = ApiClientForm
     list_display = [
         "name",
         "organization",

@@ -27,6 +27,7 @@ from rest_framework.response import Response
 
 from config.request_id import get_request_id
 from programs import errors as domain
+from programs.jsonlimits import MAX_JSON_DEPTH, json_deeper_than
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ MAX_BODY_BYTES = 1024 * 1024  # 1 MiB
 # Objects and lists inside one another, at most. Every walker of a payload
 # (PHI guard, NUL check, serializers) recurses once per level: 900 levels
 # of `[` (1.8 KB) exhausted Python's stack, a 500.
-MAX_JSON_DEPTH = 64
 
 TITLES = {
     400: "Bad request",
@@ -373,24 +373,6 @@ class LimitedJSONParser(JSONParser):
         if json_deeper_than(data, MAX_JSON_DEPTH):
             raise NestedTooDeep()
         return data
-
-
-def json_deeper_than(value, limit: int) -> bool:
-    """Whether objects and lists in `value` nest deeper than `limit` levels
-    (the value itself, if one, is level 1). Iterative: any depth is safe."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children)
-    return False
 
 
 def _reject_constant(name):

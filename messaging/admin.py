@@ -20,6 +20,7 @@ from messaging.services import (
 )
 from programs.actors import Actor
 from programs.admin_scoping import (
+    FORMFIELD_OVERRIDES,
     OrganizationScopedAdmin,
     ReadOnlyAdmin,
     form_changes,
@@ -240,7 +241,7 @@ class ChannelConnectorAdmin(OrganizationScopedAdmin):
     list_filter = ["kind", "enabled", "organization"]
     search_fields = ["name", "slug"]
     readonly_fields = ["created_at"]
-    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    formfield_overrides = {**FORMFIELD_OVERRIDES, models.URLField: {"assume_scheme": "https"}}
 
     @admin.display(description="Secret")
     def masked_secret(self, obj):

@@ -9,6 +9,7 @@ imports it.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -37,6 +38,7 @@ class CompleteOn(models.TextChoices):
 
 
 TEMPLATE_KEY = re.compile(r"[a-z][a-z0-9_]{0,62}")
+MAX_TEMPLATE_LIFETIME = timedelta(days=3650)
 # An SMS of 1,600 characters is already ten segments; other channels get room.
 BODY_LIMITS = {"sms": 1600, None: 100_000}
 
@@ -113,8 +115,12 @@ class MessageTemplate(models.Model):
         # accepted and no step could ever send it.
         if self.key and not TEMPLATE_KEY.fullmatch(self.key):
             errors["key"] = "lower-case letters, digits and _, starting with a letter"
-        if self.expires_after is not None and self.expires_after.total_seconds() <= 0:
-            errors["expires_after"] = "a positive duration (or empty: never expires)"
+        if self.expires_after is not None and not (
+            timedelta(0) < self.expires_after <= MAX_TEMPLATE_LIFETIME
+        ):
+            errors["expires_after"] = (
+                "a positive duration of at most 10 years (or empty: never expires)"
+            )
         limit = BODY_LIMITS.get(self.channel, BODY_LIMITS[None])
         if self.body and len(self.body) > limit:
             errors["body"] = f"at most {limit:,} characters for {self.channel}"
@@ -445,7 +451,9 @@ class ChannelConnector(models.Model):
                 raise ValidationError({"url": exc.message}) from exc
             if not is_valid_secret(self.secret):
                 raise ValidationError({"secret": "a whsec_… secret is required to sign requests"})
-        if self.channels is not None and not isinstance(self.channels, list):
+        if self.channels is None:
+            self.channels = []  # the form's empty field: every channel
+        if not isinstance(self.channels, list):
             raise ValidationError({"channels": 'a list of channels, e.g. ["sms", "email"]'})
         bad = [c for c in (self.channels or []) if c not in Channel.values]
         if bad:

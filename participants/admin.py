@@ -130,7 +130,7 @@ class StepInline(ReadOnlyTabularInline):
 
     @admin.display(description="")
     def complete_button(self, step):
-        if not step.is_open:
+        if step.pk is None or not step.is_open:  # an extra row of a re-rendered formset
             return ""
         url = reverse(
             "admin:participants_enrollment_complete_step", args=[step.enrollment_id, step.pk]

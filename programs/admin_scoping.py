@@ -3,14 +3,19 @@ state-transition buttons that call services (never `.save()` on state)."""
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.utils import unquote
+from django.contrib.admin.utils import NotRelationField, get_fields_from_path, unquote
 from django.contrib.admin.widgets import AutocompleteSelect
+from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.db import models
+from django.forms.fields import InvalidJSONInput
 from django.http import Http404, HttpResponseRedirect
 from django.urls import path, reverse
 
 from programs.errors import BatonError
+from programs.jsonlimits import MAX_JSON_DEPTH, json_deeper_than
 from programs.lookups import is_key_of
 from programs.models import Organization, Program
 from programs.tenancy import organization_ids_for, scope_queryset
@@ -26,6 +31,37 @@ class AutocompleteSelectOfIds(AutocompleteSelect):
         return super().optgroups(name, [v for v in value if is_key_of(target, v)], attr)
 
 
+class BoundedJSONField(forms.JSONField):
+    """The admin's JSON fields refuse what the partner API refuses: nesting
+    deeper than MAX_JSON_DEPTH ('[' * 1000 made json.loads raise
+    RecursionError: a 500 on every form with a JSON field)."""
+
+    def to_python(self, value):
+        try:
+            data = super().to_python(value)
+        except RecursionError:
+            data = None
+            too_deep = True
+        else:
+            too_deep = json_deeper_than(data, MAX_JSON_DEPTH)
+        if too_deep:
+            raise ValidationError(
+                f"nests lists and objects deeper than {MAX_JSON_DEPTH} levels", code="invalid"
+            )
+        return data
+
+    def bound_data(self, data, initial):
+        try:
+            return super().bound_data(data, initial)
+        except RecursionError:  # re-rendering the refused form parses it again
+            return InvalidJSONInput(data)
+
+
+# What every Baton admin uses for its models' fields (merge, don't replace,
+# when a subclass adds its own).
+FORMFIELD_OVERRIDES = {models.JSONField: {"form_class": BoundedJSONField}}
+
+
 class OrganizationScopedAdmin(admin.ModelAdmin):
     """Shows a user only rows of their organizations; superusers see all.
 
@@ -34,11 +70,22 @@ class OrganizationScopedAdmin(admin.ModelAdmin):
     user can neither see nor pick another organization's rows.
     """
 
+    formfield_overrides = FORMFIELD_OVERRIDES
+
     organization_field = "organization"
     show_full_result_count = False
 
     def get_queryset(self, request):
         return scope_queryset(super().get_queryset(request), request.user, self.organization_field)
+
+    def get_list_filter(self, request):
+        """A related filter lists only what the user's rows point to: Django's
+        lists every row of the related table, so the organization and program
+        menus named other organizations and their programs."""
+        filters = super().get_list_filter(request)
+        if organization_ids_for(request.user) is None:
+            return filters
+        return [_scoped_filter(self.model, spec) for spec in filters]
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name in self.get_autocomplete_fields(request):
@@ -54,6 +101,18 @@ class OrganizationScopedAdmin(admin.ModelAdmin):
             elif hasattr(related, "organization"):
                 kwargs["queryset"] = related._default_manager.filter(organization_id__in=ids)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+def _scoped_filter(model, spec):
+    if not isinstance(spec, str):
+        return spec  # (field, FilterClass) or a SimpleListFilter: as declared
+    try:
+        field = get_fields_from_path(model, spec)[-1]
+    except (FieldDoesNotExist, NotRelationField):
+        return spec
+    if field.is_relation and not field.auto_created:
+        return (spec, admin.RelatedOnlyFieldListFilter)
+    return spec
 
 
 class ServiceTransitionAdmin(admin.ModelAdmin):

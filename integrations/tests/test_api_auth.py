@@ -217,3 +217,29 @@ def test_admin_phi_allowance_reason_has_a_limit(client, admin_user, program):
         {"program": program.pk, "json_path": "$.data.serial", "reason": "scale returns"},
     )
     assert ok.status_code == 302
+
+
+@pytest.mark.django_db
+def test_admin_refuses_a_key_scoped_to_another_organizations_program(
+    client, admin_user, org, other_org, dpp_document
+):
+    # the service refused it during save: a 500
+    from programs.actors import Actor
+    from programs.services import program_load_definition
+
+    version, _ = program_load_definition(
+        organization=other_org, document=dpp_document, actor=Actor.system("t")
+    )
+    client.force_login(admin_user)
+    response = client.post(
+        "/admin/integrations/apiclient/add/",
+        {
+            "organization": org.pk,
+            "name": "x",
+            "permission": "read",
+            "programs": [version.program_id],
+        },
+    )
+    assert response.status_code == 200
+    assert "not programs of" in response.content.decode()
+    assert not ApiClient.objects.filter(name="x").exists()

@@ -144,3 +144,34 @@ def test_a_template_no_step_could_use_is_refused(program, changes, field, messag
     with pytest.raises(ValidationError) as info:
         template_create(program=program, actor=Actor.system("test"), **fields)
     assert message in " ".join(info.value.message_dict[field])
+
+
+def test_an_empty_channels_field_means_every_channel(root, org):
+    # NOT NULL constraint failed: a 500
+    response = root.post(
+        reverse("admin:messaging_channelconnector_add"),
+        {"organization": org.pk, "slug": "c", "name": "Console", "kind": "console", "channels": ""},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert ChannelConnector.objects.get(slug="c").channels == []
+
+
+def test_a_template_lifetime_beyond_ten_years_is_refused(program):
+    # 999,999,999 days overflowed the database column: a 500 in the admin
+    from datetime import timedelta
+
+    from django.core.exceptions import ValidationError
+
+    from messaging.services import template_create
+    from programs.actors import Actor
+
+    with pytest.raises(ValidationError) as info:
+        template_create(
+            program=program,
+            actor=Actor.system("t"),
+            key="k",
+            channel="sms",
+            body="Join {{ program_name }}",
+            expires_after=timedelta(days=999_999_999),
+        )
+    assert "at most 10 years" in " ".join(info.value.message_dict["expires_after"])

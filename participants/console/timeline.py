@@ -69,6 +69,10 @@ class Cursor:
             return None
         if at is None or at.tzinfo is None:
             return None
+        try:
+            at = at.astimezone(UTC)  # 0001-01-01T00:00+14:00 lies before year 1 in UTC
+        except OverflowError:
+            return None
         skip = parse_number(skip_text) or 0
         return cls(at, min(skip, 10_000))
 

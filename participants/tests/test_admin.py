@@ -104,3 +104,11 @@ def test_auditor_can_view_but_not_act(client, auditor, mini_enrollment):
     )
     step.refresh_from_db()
     assert step.state == StepState.PENDING
+
+
+def test_a_refused_step_formset_with_extra_rows_renders(client, coordinator, mini_enrollment):
+    # a Complete button for a row that is no step had no id to link to: a 500
+    client.force_login(coordinator)
+    url = reverse("admin:participants_enrollment_change", args=[mini_enrollment.pk])
+    response = client.post(url, {"steps-TOTAL_FORMS": "1001", "steps-INITIAL_FORMS": "0"})
+    assert response.status_code in (200, 302)

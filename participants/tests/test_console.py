@@ -522,3 +522,14 @@ def test_timeline_shows_the_queue_items_about_its_messages(client, org, program,
     # then
     assert "Message invitation undeliverable" in mine.content.decode()
     assert "Message invitation undeliverable" not in theirs.content.decode()
+
+
+@pytest.mark.parametrize("before", ["0001-01-01T00:00:00+14:00~0", "9999-12-31T23:59:59-14:00~1"])
+def test_a_timeline_cursor_outside_utc_dates_is_ignored(client, org, program, coordinator, before):
+    # such a time has no UTC date (year 0 or 10000): OverflowError in the query, a 500
+    enrollment = enroll(org, program)
+    client.force_login(coordinator)
+    response = client.get(
+        reverse("participants_console:timeline", args=[enrollment.pk]), {"before": before}
+    )
+    assert response.status_code == 200

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 
 from django.db.models import Q
 from django.utils import timezone
@@ -44,7 +44,7 @@ def audit_events(user, filters: dict):
     tz = timezone.get_current_timezone()
     if filters.get("date_from"):
         qs = qs.filter(created_at__gte=datetime.combine(filters["date_from"], time.min, tz))
-    if filters.get("date_to"):
+    if filters.get("date_to") and filters["date_to"] < date.max:  # date.max: no end at all
         end = datetime.combine(filters["date_to"] + timedelta(days=1), time.min, tz)
         qs = qs.filter(created_at__lt=end)
     action = filters.get("action")

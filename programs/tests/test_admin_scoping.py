@@ -185,3 +185,32 @@ def test_a_program_edited_in_the_admin_is_audited_from_and_to(root, program):
     assert response.status_code == 302, response.content.decode()[:3000]
     row = AuditEvent.objects.get(action="program.changed")
     assert row.metadata["changed"]["timezone"] == {"from": program.timezone, "to": "Europe/Berlin"}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "changelist",
+    [
+        "/admin/programs/program/",
+        "/admin/programs/opsexception/",
+        "/admin/participants/enrollment/",
+        "/admin/integrations/apiclient/",
+    ],
+)
+def test_filter_menus_do_not_name_other_organizations(
+    client, coordinator, program, other_program, other_item, changelist
+):
+    # the rows were scoped, but the organization and program filter menus
+    # listed every organization and program of the installation
+    from participants.services import enrollment_open, participant_upsert
+
+    participant, _ = participant_upsert(
+        organization=program.organization, external_ref="R-1", actor=Actor.system("t")
+    )
+    enrollment_open(participant=participant, program=program, actor=Actor.system("t"))
+    client.force_login(coordinator)
+
+    page = client.get(changelist)
+
+    assert page.status_code == 200
+    assert b"Globex" not in page.content

@@ -160,3 +160,35 @@ def test_a_refused_membership_form_shows_its_error_for_a_user_that_is_no_id(admi
     response = admin_client.post(url, {"user": "²", "organization": org.pk, "role": "lead"})
     assert response.status_code == 200
     assert response.context["adminform"].form.errors["user"]
+
+
+@pytest.mark.django_db
+def test_a_date_hierarchy_year_no_date_can_hold_is_the_invalid_filter_page(admin_client):
+    # datetime(99999999999999999999, 1, 1) raised OverflowError inside Django: a 500
+    response = admin_client.get(
+        "/admin/integrations/delivery/", {"created_at__year": "99999999999999999999"}
+    )
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/integrations/delivery/?e=1"
+    assert (
+        admin_client.get("/admin/integrations/delivery/?created_at__year=2026").status_code == 200
+    )
+
+
+@pytest.mark.django_db
+def test_an_admin_json_field_nested_too_deep_is_a_form_error(admin_client, org):
+    # json.loads raised RecursionError on "[" * 1000: a 500
+    response = admin_client.post(
+        "/admin/integrations/webhookendpoint/add/",
+        {
+            "organization": org.pk,
+            "partner_name": "Deep",
+            "url": "https://example.org/hook",
+            "event_types": "[" * 1000,
+            "retry_schedule": "null",
+            "breaker_threshold": 10,
+            "breaker_probe_seconds": 60,
+        },
+    )
+    assert response.status_code == 200
+    assert "deeper than 64 levels" in response.content.decode()

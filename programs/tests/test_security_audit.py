@@ -175,3 +175,13 @@ def test_the_trail_shows_what_a_configuration_change_changed(client, auditor, or
     page = client.get("/security/audit/", {"action": "webhook_endpoint."}).content.decode()
 
     assert "<code>url</code>: https://a.example → https://b.example" in page
+
+
+@pytest.mark.django_db
+def test_the_last_possible_end_date_is_no_end(client, auditor, trail):
+    # the day after 9999-12-31 does not exist: OverflowError, a 500, page and CSV
+    client.force_login(auditor)
+    page = client.get("/security/audit/", {"date_to": "9999-12-31"})
+    export = client.get("/security/audit/export.csv", {"date_to": "9999-12-31"})
+    assert page.status_code == 200 and b"auth.login" in page.content
+    assert export.status_code == 200
