@@ -21,9 +21,9 @@ from messaging.services import (
 from programs.actors import Actor
 from programs.admin_scoping import (
     FORMFIELD_OVERRIDES,
+    AuditedAdminWrites,
     OrganizationScopedAdmin,
     ReadOnlyAdmin,
-    form_changes,
     run_per_item,
 )
 
@@ -41,7 +41,8 @@ def new_version_selected(modeladmin, request, queryset):
 
 
 @admin.register(MessageTemplate)
-class MessageTemplateAdmin(OrganizationScopedAdmin):
+class MessageTemplateAdmin(AuditedAdminWrites, OrganizationScopedAdmin):
+    audit_name = "message_template"
     list_display = ["key", "program", "channel", "locale", "version", "published_at"]
     list_filter = ["channel", "locale", "program"]
     search_fields = ["key"]
@@ -98,40 +99,10 @@ class MessageTemplateAdmin(OrganizationScopedAdmin):
                 program=obj.program, key=obj.key, channel=obj.channel, locale=obj.locale
             ).aggregate(v=Max("version"))["v"]
             obj.version = (latest or 0) + 1
-        super().save_model(request, obj, form, change)
-        from programs.services import audit_record
-
-        if change and not form.changed_data:
-            return  # nothing changed (a published template's page is read-only)
-        audit_record(
-            actor=Actor.for_user(request.user),
-            action="message_template.changed" if change else "message_template.created",
-            target=obj,
-            metadata={
-                "key": obj.key,
-                "version": obj.version,
-                "changed": form_changes(form) if change else {},
-                "via": "admin",
-            },
-        )
+        super().save_model(request, obj, form, change)  # audited (AuditedAdminWrites)
 
     def has_delete_permission(self, request, obj=None):
         return obj is None or not obj.is_published
-
-    def delete_model(self, request, obj):
-        from programs.services import audit_record
-
-        audit_record(
-            actor=Actor.for_user(request.user),
-            action="message_template.deleted",
-            target=obj,
-            metadata={"key": obj.key, "version": obj.version, "via": "admin"},
-        )
-        super().delete_model(request, obj)
-
-    def delete_queryset(self, request, queryset):
-        for template in queryset:
-            self.delete_model(request, template)
 
 
 @admin.action(
@@ -236,7 +207,8 @@ class OptOutAdmin(OrganizationScopedAdmin):
 
 
 @admin.register(ChannelConnector)
-class ChannelConnectorAdmin(OrganizationScopedAdmin):
+class ChannelConnectorAdmin(AuditedAdminWrites, OrganizationScopedAdmin):
+    audit_name = "messaging.connector"
     list_display = ["name", "organization", "kind", "enabled", "is_default", "masked_secret"]
     list_filter = ["kind", "enabled", "organization"]
     search_fields = ["name", "slug"]
@@ -271,32 +243,6 @@ class ChannelConnectorAdmin(OrganizationScopedAdmin):
         if not self.has_change_permission(request, obj):
             readonly += self._MASKED.values()
         return readonly
-
-    def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        from programs.services import audit_record
-
-        audit_record(
-            actor=Actor.for_user(request.user),
-            action="messaging.connector.changed" if change else "messaging.connector.created",
-            target=obj,
-            metadata={"changed": form_changes(form), "via": "admin"},
-        )
-
-    def delete_model(self, request, obj):
-        from programs.services import audit_record
-
-        audit_record(
-            actor=Actor.for_user(request.user),
-            action="messaging.connector.deleted",
-            target=obj,
-            metadata={"name": obj.name, "kind": obj.kind, "via": "admin"},
-        )
-        super().delete_model(request, obj)
-
-    def delete_queryset(self, request, queryset):
-        for connector in queryset:
-            self.delete_model(request, connector)
 
 
 @admin.register(CallbackLog)
