@@ -34,9 +34,22 @@ logger = logging.getLogger(__name__)
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://baton.dev/problems/"
 MAX_BODY_BYTES = 1024 * 1024  # 1 MiB
-# Objects and lists inside one another, at most. Every walker of a payload
-# (PHI guard, NUL check, serializers) recurses once per level: 900 levels
-# of `[` (1.8 KB) exhausted Python's stack, a 500.
+
+# The problem `type` (after PROBLEM_BASE) of an error known only by its status.
+PROBLEM_TYPES = {
+    400: "bad-request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    409: "conflict",
+    411: "length-required",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    422: "validation",
+    429: "throttled",
+}
 
 TITLES = {
     400: "Bad request",
@@ -261,19 +274,7 @@ def problem_exception_handler(exc, context):
     status_code = exc.status_code
     errors: list = []
     extra: dict = {}
-    problem_type = {
-        400: "bad-request",
-        401: "unauthenticated",
-        403: "forbidden",
-        404: "not-found",
-        405: "method-not-allowed",
-        406: "not-acceptable",
-        409: "conflict",
-        413: "payload-too-large",
-        415: "unsupported-media-type",
-        422: "validation",
-        429: "throttled",
-    }.get(status_code, "error")
+    problem_type = PROBLEM_TYPES.get(status_code, "error")
 
     if isinstance(exc, Problem):
         problem_type = exc.problem_type
@@ -424,9 +425,7 @@ def problem_for_debug_page(request, response):
         return response
     if not response.get("Content-Type", "").startswith("text/html"):
         return response
-    problem_type = {404: "not-found", 405: "method-not-allowed"}.get(
-        response.status_code, "bad-request"
-    )
+    problem_type = PROBLEM_TYPES.get(response.status_code, "bad-request")
     detail = (
         "No such resource."
         if response.status_code == 404

@@ -39,11 +39,9 @@ class BoundedJSONField(forms.JSONField):
     def to_python(self, value):
         try:
             data = super().to_python(value)
-        except RecursionError:
-            data = None
-            too_deep = True
-        else:
             too_deep = json_deeper_than(data, MAX_JSON_DEPTH)
+        except RecursionError:
+            too_deep = True
         if too_deep:
             raise ValidationError(
                 f"nests lists and objects deeper than {MAX_JSON_DEPTH} levels", code="invalid"

@@ -1,6 +1,8 @@
 """How deep JSON may nest, wherever Baton reads it (partner API bodies,
 vendor callbacks, admin JSON fields): deep enough for any real payload,
-shallow enough that nothing walking it recursively runs out of stack."""
+shallow enough that nothing walking it recursively runs out of stack: the
+PHI guard, the NUL check and the serializers recurse once per level, and
+900 levels of `[` (1.8 KB) exhausted Python's stack, a 500."""
 
 from __future__ import annotations
 

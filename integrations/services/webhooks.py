@@ -34,13 +34,11 @@ class WebhookEndpointInvalid(BatonError):
         super().__init__("; ".join(f"{field}: {message}" for field, message in self.errors))
 
 
-def webhook_endpoint_validate(**fields) -> None:
-    """Raise WebhookEndpointInvalid for what create/update would refuse in
-    these fields (for forms that want to show it before saving)."""
-    _validate(**fields)
-
-
-def _validate(*, partner_name=None, url=None, event_types=None, retry_schedule=None, **_):
+def webhook_endpoint_validate(
+    *, partner_name=None, url=None, event_types=None, retry_schedule=None, **_
+) -> None:
+    """Raise WebhookEndpointInvalid for what create/update refuse in these
+    fields (they call it; forms call it to show errors before saving)."""
     errors = []
     if partner_name is not None and not str(partner_name).strip():
         errors.append(("partner_name", "a partner name is required"))
@@ -99,7 +97,7 @@ def webhook_endpoint_create(
     Audited as `webhook_endpoint.created`."""
     actor = as_actor(actor)
     event_types = list(event_types or [])
-    _validate(
+    webhook_endpoint_validate(
         partner_name=partner_name, url=url, event_types=event_types, retry_schedule=retry_schedule
     )
     secret = generate_secret()
@@ -138,7 +136,7 @@ def webhook_endpoint_update(*, endpoint_id: int, actor, **changes) -> WebhookEnd
     unknown = set(changes) - set(UPDATABLE)
     if unknown:
         raise WebhookEndpointInvalid([(name, "this field cannot be changed") for name in unknown])
-    _validate(**changes)
+    webhook_endpoint_validate(**changes)
     requeue = False
     with transaction.atomic():
         endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint_id)

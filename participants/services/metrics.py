@@ -72,20 +72,25 @@ def _human_actions() -> Q:
 
 def manual_interventions(program, start, end) -> int:
     """People's actions in [start, end) on the program's queue items,
-    enrollments and steps. The audit trail names objects, not programs: the
-    window's human actions of the organization (a few per participant and
-    week, read through `audit_user_actions_idx`) are matched to the program
-    by their objects, one id lookup per kind of object."""
+    enrollments and steps."""
+    return len(_intervention_times(program, start, end))
+
+
+def _intervention_times(program, start, end) -> list:
+    """When each of those actions happened. The audit trail names objects,
+    not programs: the window's human actions of the organization (a few per
+    participant and week, read through `audit_user_actions_idx`) are matched
+    to the program by their objects, one id lookup per kind of object."""
     rows = list(
         AuditEvent.objects.filter(
             _human_actions(),
             organization_id=program.organization_id,
             created_at__gte=start,
             created_at__lt=end,
-        ).values_list("object_type", "object_id")
+        ).values_list("object_type", "object_id", "created_at")
     )
     ids_by_type: dict[str, set[int]] = {}
-    for object_type, object_id in rows:
+    for object_type, object_id, _at in rows:
         if object_type in _PROGRAM_OF and object_id.isdecimal():
             ids_by_type.setdefault(object_type, set()).add(int(object_id))
     ours: set[tuple[str, str]] = set()
@@ -93,7 +98,7 @@ def manual_interventions(program, start, end) -> int:
         model, program_lookup = _PROGRAM_OF[object_type]
         matching = model.objects.filter(pk__in=ids, **{program_lookup: program.pk})
         ours.update((object_type, str(pk)) for pk in matching.values_list("pk", flat=True))
-    return sum(1 for row in rows if row in ours)
+    return [at for object_type, object_id, at in rows if (object_type, object_id) in ours]
 
 
 # object_type of an audit row -> (model, lookup of its program id)
@@ -160,8 +165,10 @@ def compute_day(program, day: date, *, now=None) -> dict:
             "pk", filter=Q(action__startswith="enrollment.") & ~Q(action="enrollment.opened")
         ),
     )
-    audit_counts["manual"] = manual_interventions(program, start, end)
-    interventions_7d = manual_interventions(program, end - timedelta(days=7), end)
+    # The day lies within the week that ends with it: one read serves both.
+    week = _intervention_times(program, end - timedelta(days=7), end)
+    audit_counts["manual"] = sum(1 for at in week if at >= start)
+    interventions_7d = len(week)
 
     deliveries = {"total": 0, "failed": 0}
     try:

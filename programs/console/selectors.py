@@ -260,45 +260,37 @@ def facet_counts(tab: str, user, f: QueueFilters) -> dict:
     beyond = _top_queryset(
         tab, user, unpicked, FACET_CAP + 1, _KEY_FIELDS, now=now, start=FACET_CAP
     )
-    total, capped = _filtered_total(tab, user, f, now)
+    # Every filter, up to one row past the cap: the total, and whether it is capped.
+    selected = _top_queryset(tab, user, f, FACET_CAP + 1, _KEY_FIELDS, now=now)
     try:
         inner_sql, inner_params = sample.query.get_compiler(using=sample.db).as_sql()
         more_sql, more_params = beyond.query.get_compiler(using=beyond.db).as_sql()
+        selected_sql, selected_params = selected.query.get_compiler(using=selected.db).as_sql()
     except EmptyResultSet:
         # The filters can match no row (a program id no column can hold):
         # Django says so instead of compiling the query.
-        sums, sample_capped = [0] * len(columns), False
+        sums, more, selected_count = [0] * len(columns), 0, 0
     else:
+        # One statement: the menus' sums over the sample, whether a row lies
+        # beyond the sample, and how many rows every filter selects.
         sql = (
             f"SELECT {', '.join(columns)}, "  # noqa: S608 (quoted names and %s only)
-            f"(SELECT COUNT(*) FROM ({more_sql}) m) FROM ({inner_sql}) t"
+            f"(SELECT COUNT(*) FROM ({more_sql}) m), "
+            f"(SELECT COUNT(*) FROM ({selected_sql}) c) FROM ({inner_sql}) t"
         )
         with connection.cursor() as cursor:
-            cursor.execute(sql, [*params, *more_params, *inner_params])
-            *sums, more = (int(v or 0) for v in cursor.fetchone())
-        sample_capped = more > 0
+            cursor.execute(sql, [*params, *more_params, *selected_params, *inner_params])
+            *sums, more, selected_count = (int(v or 0) for v in cursor.fetchone())
+    capped = selected_count > FACET_CAP
+    total = min(selected_count, FACET_CAP)
     it = iter(sums)
     counts = {name: {value: next(it) for value in values} for name, values in menus.items()}
     return {
-        "capped": capped or sample_capped,
+        "capped": capped or more > 0,
         "sample": f"{FACET_CAP:,}",
         "total": CappedCount(total, capped),
         **counts,
     }
-
-
-def _filtered_total(tab, user, f, now) -> tuple[int, bool]:
-    """How many items every filter selects, counted up to FACET_CAP (and
-    whether there are more), by one statement over the LIMITed queue query."""
-    sample = _top_queryset(tab, user, f, FACET_CAP + 1, _KEY_FIELDS, now=now)
-    try:
-        inner_sql, inner_params = sample.query.get_compiler(using=sample.db).as_sql()
-    except EmptyResultSet:
-        return 0, False
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT COUNT(*) FROM ({inner_sql}) t", inner_params)  # noqa: S608
-        count = int(cursor.fetchone()[0])
-    return min(count, FACET_CAP), count > FACET_CAP
 
 
 def programs_for(user):
